@@ -1,0 +1,462 @@
+"""The model wrapper: one object around a TransformerLens hooked model of either generation.
+
+`LensModel` wraps a TransformerLens 4 ``TransformerBridge`` (the default install) or a legacy
+``HookedTransformer`` (TransformerLens 2.x/3.x) and gives the rest of the toolkit one surface:
+sizes (``n_layers``, ``d_model``, ``d_mlp``), ``device``, ``tokenizer``, a stable
+``fingerprint``, padding-aware tokenization, and **the single place** where a ``(layer, site)``
+pair becomes a TransformerLens hook name. Every other module speaks of ``(layer, site)`` only.
+
+Memory: the wrapper holds no activations; it only references the wrapped model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+__all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
+
+#: The hook sites the toolkit reads and writes, with what each one is.
+SITES: dict[str, str] = {
+    "resid_pre": "residual stream entering block `layer` [d_model]",
+    "resid_post": "residual stream leaving block `layer` [d_model]",
+    "attn_out": "attention output added to the residual stream in block `layer` [d_model]",
+    "mlp_out": "MLP output added to the residual stream in block `layer` [d_model]",
+    "mlp_post": "MLP hidden activations after the non-linearity in block `layer` [d_mlp]",
+}
+
+# The one mapping from (layer, site) to a hook name, per model generation. TransformerLens 4's
+# bridge exposes the legacy names as aliases of its own hook points, so the templates agree
+# today; they are kept per backend so a future rename is a one-line change here.
+_HOOK_TEMPLATES: dict[str, dict[str, str]] = {
+    "bridge": {
+        "resid_pre": "blocks.{layer}.hook_resid_pre",
+        "resid_post": "blocks.{layer}.hook_resid_post",
+        "attn_out": "blocks.{layer}.hook_attn_out",
+        "mlp_out": "blocks.{layer}.hook_mlp_out",
+        "mlp_post": "blocks.{layer}.mlp.hook_post",
+    },
+    "hooked_transformer": {
+        "resid_pre": "blocks.{layer}.hook_resid_pre",
+        "resid_post": "blocks.{layer}.hook_resid_post",
+        "attn_out": "blocks.{layer}.hook_attn_out",
+        "mlp_out": "blocks.{layer}.hook_mlp_out",
+        "mlp_post": "blocks.{layer}.mlp.hook_post",
+    },
+}
+
+_FINGERPRINT_SAMPLES = 4096
+_CONFIG_KEYS = (
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "d_head",
+    "d_mlp",
+    "d_vocab",
+    "n_ctx",
+    "act_fn",
+    "normalization_type",
+    "positional_embedding_type",
+    "n_key_value_heads",
+)
+
+
+def _bridge_class() -> type | None:
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        return None
+    return TransformerBridge
+
+
+def _hooked_class() -> type | None:
+    # TransformerLens 4 raises ImportError (with a migration note) for HookedTransformer.
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:
+        return None
+    return HookedTransformer
+
+
+def available_backends() -> list[str]:
+    """The TransformerLens model generations importable in this environment.
+
+    Example:
+        >>> set(available_backends()) <= {"bridge", "hooked_transformer"}
+        True
+    """
+    found = []
+    if _bridge_class() is not None:
+        found.append("bridge")
+    if _hooked_class() is not None:
+        found.append("hooked_transformer")
+    return found
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token ids and the attention mask of a padded batch (1 = real token, 0 = padding)."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+class LensModel:
+    """A TransformerLens hooked model with the toolkit's single hook-name mapping.
+
+    Args:
+        model: a ``transformer_lens.model_bridge.TransformerBridge`` or a legacy
+            ``transformer_lens.HookedTransformer``.
+        name: optional model id recorded in metadata (hub name or local path).
+
+    Example:
+        >>> from liref_lens.testing import tiny_model  # doctest: +SKIP
+        >>> lm = LensModel(tiny_model())  # doctest: +SKIP
+        >>> lm.hook_name(1, "resid_pre")  # doctest: +SKIP
+        'blocks.1.hook_resid_pre'
+    """
+
+    def __init__(self, model: Any, *, name: str | None = None) -> None:
+        if isinstance(model, LensModel):
+            raise TypeError("model is already a LensModel; use it directly")
+        bridge, hooked = _bridge_class(), _hooked_class()
+        if bridge is not None and isinstance(model, bridge):
+            self.backend = "bridge"
+        elif hooked is not None and isinstance(model, hooked):
+            self.backend = "hooked_transformer"
+        else:
+            raise TypeError(
+                f"expected a TransformerLens TransformerBridge or HookedTransformer, got "
+                f"{type(model).__name__}; load one with liref_lens.load_model(name_or_path)"
+            )
+        self.model = model
+        self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
+
+    # ----- sizes and placement -------------------------------------------------------------
+    @property
+    def cfg(self) -> Any:
+        return self.model.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.model.cfg.d_mlp)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embedding: where token ids must live (also under a device map)."""
+        return next(iter(self.model.parameters())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.model.parameters())).dtype
+
+    @property
+    def tokenizer(self) -> Any:
+        tok = getattr(self.model, "tokenizer", None)
+        if tok is None:
+            raise ValueError(
+                "this model has no tokenizer; pass one when loading "
+                "(TransformerBridge.boot_transformers(..., tokenizer=tok))"
+            )
+        return tok
+
+    @property
+    def architecture(self) -> str:
+        cfg = self.model.cfg
+        arch = getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None)
+        return str(arch) if arch is not None else type(self.model).__name__
+
+    def width(self, site: str) -> int:
+        """Vector width at a site: ``d_mlp`` for ``mlp_post``, ``d_model`` otherwise."""
+        self._check_site(site)
+        return self.d_mlp if site == "mlp_post" else self.d_model
+
+    # ----- the one (layer, site) -> hook name mapping ------------------------------------
+    def _check_site(self, site: str) -> None:
+        if site not in SITES:
+            raise KeyError(
+                f"unknown hook site {site!r}; use one of {', '.join(SITES)}"
+            )
+
+    def resolve_layer(self, layer: int) -> int:
+        """A layer index checked against the model; negative indices count from the end."""
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int, got {layer!r}")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(
+                f"layer {layer} is out of range for a {self.n_layers}-layer model; "
+                f"use 0..{self.n_layers - 1} (or negative indices from the end)"
+            )
+        return layer % self.n_layers
+
+    def resolve_layers(self, layers: int | Sequence[int] | None) -> list[int]:
+        """Checked, de-duplicated layer indices in the order given (None = every layer)."""
+        if layers is None:
+            return list(range(self.n_layers))
+        if isinstance(layers, int):
+            layers = [layers]
+        resolved = [self.resolve_layer(int(layer)) for layer in layers]
+        if not resolved:
+            raise ValueError("layers is empty; pass at least one layer or None for all")
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"layers {list(layers)} name the same layer twice")
+        return resolved
+
+    def hook_name(self, layer: int, site: str) -> str:
+        """The TransformerLens hook name of ``site`` in block ``layer``.
+
+        Example:
+            >>> from liref_lens.model import _HOOK_TEMPLATES
+            >>> _HOOK_TEMPLATES["bridge"]["mlp_post"].format(layer=3)
+            'blocks.3.mlp.hook_post'
+        """
+        self._check_site(site)
+        name = _HOOK_TEMPLATES[self.backend][site].format(layer=self.resolve_layer(layer))
+        if name not in self.model.hook_dict:
+            raise KeyError(
+                f"this {self.architecture} model has no hook {name!r} for site {site!r}; "
+                f"sites it offers: {', '.join(s for s in SITES if self._has_site(s))}"
+            )
+        return name
+
+    def _has_site(self, site: str) -> bool:
+        return _HOOK_TEMPLATES[self.backend][site].format(layer=0) in self.model.hook_dict
+
+    # ----- hooks and forward ---------------------------------------------------------------
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, Callable[..., Any]]]) -> Iterator[None]:
+        """Register forward hooks through TransformerLens; they are removed on exit, always."""
+        with self.model.hooks(fwd_hooks=list(fwd_hooks)):
+            yield
+
+    def forward(self, batch: Batch, **kwargs: Any) -> Tensor:
+        """Logits for a padded batch; padding is handled by the attention mask."""
+        batch = batch.to(self.device)
+        return self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+
+    # ----- tokenization --------------------------------------------------------------------
+    @property
+    def default_prepend_bos(self) -> bool:
+        return bool(getattr(self.model.cfg, "default_prepend_bos", True))
+
+    def encode(self, prompts: Sequence[str], *, prepend_bos: bool | None = None) -> list[list[int]]:
+        """Token ids of each prompt, unpadded. BOS follows the model's default unless given."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not one string; wrap it: [prompt]")
+        if len(prompts) == 0:
+            raise ValueError("the prompt list is empty; pass at least one prompt")
+        tok = self.tokenizer
+        bos = self.default_prepend_bos if prepend_bos is None else prepend_bos
+        bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if bos and bos_id is None:
+            raise ValueError("the tokenizer has no BOS or EOS token; pass prepend_bos=False")
+        out: list[list[int]] = []
+        for i, prompt in enumerate(prompts):
+            ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
+            if bos and (not ids or ids[0] != bos_id):
+                ids = [bos_id, *ids]
+            if not ids:
+                raise ValueError(f"prompt {i} ({prompt!r}) is empty after tokenization")
+            out.append(ids)
+        return out
+
+    def pad(self, ids: Sequence[Sequence[int]], *, padding_side: str = "left") -> Batch:
+        """Pad token id lists into a batch with an attention mask."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id
+        if pad_id is None:
+            pad_id = tok.eos_token_id if tok.eos_token_id is not None else 0
+        width = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), width), int(pad_id), dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            span = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+            input_ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return Batch(input_ids, mask)
+
+    def tokenize(
+        self,
+        prompts: Sequence[str],
+        *,
+        padding_side: str = "left",
+        prepend_bos: bool | None = None,
+    ) -> Batch:
+        """Tokenize and pad prompts (left padding by default) with an attention mask.
+
+        Example:
+            >>> batch = lm.tokenize(["a b c", "a"])  # doctest: +SKIP
+            >>> batch.attention_mask.tolist()  # doctest: +SKIP
+            [[1, 1, 1, 1], [0, 0, 1, 1]]
+        """
+        return self.pad(self.encode(prompts, prepend_bos=prepend_bos), padding_side=padding_side)
+
+    # ----- identity ------------------------------------------------------------------------
+    def config_summary(self) -> dict[str, Any]:
+        cfg = self.model.cfg
+        summary: dict[str, Any] = {"architecture": self.architecture, "backend": self.backend}
+        for key in _CONFIG_KEYS:
+            value = getattr(cfg, key, None)
+            summary[key] = value if isinstance(value, (int, float, str, bool)) else None
+        return summary
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable id of this model: architecture, backend, config and a hash of its weights.
+
+        The weight hash covers every parameter's name and shape and a strided sample of
+        4096 of its values rounded to bfloat16, so the same checkpoint loaded in float32
+        or bfloat16 has the same fingerprint, while any other checkpoint does not.
+        """
+        h = hashlib.sha256(json.dumps(self.config_summary(), sort_keys=True).encode())
+        with torch.no_grad():
+            for pname, param in sorted(self.model.named_parameters(), key=lambda kv: kv[0]):
+                flat = param.detach().reshape(-1)
+                n = flat.numel()
+                idx = torch.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES), device=flat.device)
+                sample = flat[idx.long()].to(torch.bfloat16).view(torch.int16).cpu()
+                h.update(f"{pname}:{tuple(param.shape)}".encode())
+                h.update(sample.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"LensModel({self.name!r}, backend={self.backend}, n_layers={self.n_layers}, "
+            f"d_model={self.d_model}, device={self.device})"
+        )
+
+
+def _is_local(name_or_path: str) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else is meant as a local path.
+    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+
+
+def _hub_error(name: str, err: Exception) -> OSError:
+    return OSError(
+        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+        "If this machine is offline, download the model elsewhere "
+        f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and pass "
+        "load_model(DIR)."
+    )
+
+
+def _load_bridge(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(name, device=device, dtype=dtype, **kwargs)
+
+
+def _load_hooked(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> Any:
+    from transformer_lens import HookedTransformer
+
+    # No weight processing: the residual stream must equal the Hugging Face model's.
+    if not _is_local(name):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "HookedTransformer", DeprecationWarning)
+            return HookedTransformer.from_pretrained_no_processing(
+                name, device=device, dtype=dtype, default_padding_side="left", **kwargs
+            )
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = str(Path(name).expanduser().resolve())
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = kwargs.pop("tokenizer", None) or AutoTokenizer.from_pretrained(path)
+    # The legacy loader guesses some architectures from substrings of the name ("llama"...);
+    # a neutral link name makes it read config.json instead.
+    with tempfile.TemporaryDirectory() as tmp:
+        link = Path(tmp) / "local-model"
+        link.symlink_to(path, target_is_directory=True)
+        cfg = loading.get_pretrained_model_config(
+            str(link), hf_cfg=hf_model.config.to_dict(), fold_ln=False, device=device, dtype=dtype
+        )
+        state_dict = loading.get_pretrained_state_dict(str(link), cfg, hf_model, dtype=dtype)
+    with warnings.catch_warnings():  # the caller chose the legacy class on purpose
+        warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+    )
+    model.to(device if device is not None else "cpu")
+    return model
+
+
+def load_model(
+    name_or_path: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> LensModel:
+    """Load a causal language model through TransformerLens and wrap it.
+
+    Args:
+        name_or_path: a hub id (``"EleutherAI/pythia-410m"``) or a local directory holding a
+            Hugging Face checkpoint (``config.json``, weights, tokenizer files).
+        device: where to put the model (default: TransformerLens's choice, CUDA if present).
+        dtype: parameter dtype (default float32).
+        backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``, the default where
+            available) or ``"hooked_transformer"`` (legacy ``HookedTransformer``, loaded
+            without weight processing so activations equal the Hugging Face model's).
+        **kwargs: passed to the TransformerLens loader (e.g. ``device_map`` for the bridge).
+
+    Example:
+        >>> lm = load_model("EleutherAI/pythia-410m", device="cuda")  # doctest: +SKIP
+    """
+    backends = available_backends()
+    if backend is None:
+        backend = backends[0] if backends else "bridge"
+    if backend not in ("bridge", "hooked_transformer"):
+        raise ValueError(f"unknown backend {backend!r}; use 'bridge' or 'hooked_transformer'")
+    if backend not in backends:
+        raise ImportError(
+            f"backend {backend!r} is not available with the installed TransformerLens; "
+            f"available: {backends}. 'hooked_transformer' needs transformer-lens<4, "
+            "'bridge' needs transformer-lens>=3"
+        )
+    local = _is_local(name_or_path)
+    if not local and _looks_like_path(name_or_path):
+        raise FileNotFoundError(f"no model directory at {name_or_path!r}")
+    loader = _load_bridge if backend == "bridge" else _load_hooked
+    try:
+        model = loader(name_or_path, device, dtype or torch.float32, **kwargs)
+    except OSError as err:
+        if local:
+            raise
+        raise _hub_error(name_or_path, err) from err
+    model.eval()
+    return LensModel(model, name=name_or_path)

@@ -1,0 +1,110 @@
+"""Tiny seeded models built from configs and saved with a local tokenizer (no network).
+
+Two architectures cover the axes that matter for hooks and padding: a GPT-2-style model
+(LayerNorm, learned absolute positions) and a Llama-style model (RMSNorm, rotary positions,
+grouped-query attention, gated MLP). Each is loaded through ``load_model(path)``, the same path a
+hub model takes, once per available TransformerLens backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from liref_lens import LensModel, available_backends, load_model
+
+WORDS = [f"w{i}" for i in range(40)] + [str(d) for d in range(10)] + ["+", "=", "?", "Q:", "A:"]
+ARCHS = ("gpt2", "llama")
+BACKENDS = tuple(available_backends())
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<unk>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<bos>",
+        unk_token="<unk>",
+    )
+
+
+def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tok = _tokenizer()
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(tok), bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(n_positions=64, n_embd=32, n_layer=3, n_head=4, **common)
+        )
+    elif arch == "llama":
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                **common,
+            )
+        )
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    if arch == "gpt2":  # hub GPT-2 configs carry n_ctx; the legacy loader reads it
+        cfg_path = directory / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["n_ctx"] = cfg["n_positions"]
+        cfg_path.write_text(json.dumps(cfg))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: build_tiny(arch, root / f"tiny-{arch}") for arch in ARCHS}
+
+
+_LOADED: dict[tuple[str, str], LensModel] = {}
+
+
+@pytest.fixture(params=[(a, b) for a in ARCHS for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
+def lm(request: pytest.FixtureRequest, model_dirs: dict[str, Path]) -> LensModel:
+    """A loaded tiny model, shared between tests (tests must not edit its weights)."""
+    arch, backend = request.param
+    if (arch, backend) not in _LOADED:
+        _LOADED[(arch, backend)] = load_model(str(model_dirs[arch]), device="cpu", backend=backend)
+    return _LOADED[(arch, backend)]
+
+
+@pytest.fixture
+def hf_model(lm: LensModel, model_dirs: dict[str, Path]):
+    """The same checkpoint as ``lm``, loaded by plain Hugging Face (eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    arch = "llama" if "llama" in lm.architecture.lower() else "gpt2"
+    return AutoModelForCausalLM.from_pretrained(
+        model_dirs[arch], attn_implementation="eager"
+    ).eval()
+
+
+PROMPTS = [
+    "w1 w2 w3 w4 w5",
+    "w7",
+    "Q: 2 + 3 = ? A:",
+    "w9 w9 w10",
+    "w3 w1",
+    "Q: w5 w6 w7 w8 w9 w10 w11 ?",
+]
+
+
+@pytest.fixture
+def prompts() -> list[str]:
+    return list(PROMPTS)

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liref_lens import SITES, LensModel, load_model
+
+
+def test_sizes_and_tokenizer(lm: LensModel) -> None:
+    assert lm.n_layers == 3
+    assert lm.d_model == 32
+    assert lm.d_mlp in (48, 128)
+    assert lm.device == torch.device("cpu")
+    assert lm.tokenizer.pad_token_id == 0
+    assert lm.width("mlp_post") == lm.d_mlp and lm.width("resid_pre") == lm.d_model
+
+
+def test_hook_names(lm: LensModel) -> None:
+    assert lm.hook_name(0, "resid_pre") == "blocks.0.hook_resid_pre"
+    assert lm.hook_name(-1, "resid_post") == "blocks.2.hook_resid_post"
+    for site in SITES:
+        assert lm.hook_name(1, site) in lm.model.hook_dict
+
+
+def test_bad_site_and_layer(lm: LensModel) -> None:
+    with pytest.raises(KeyError, match="unknown hook site 'resid'.*resid_pre"):
+        lm.hook_name(0, "resid")
+    with pytest.raises(ValueError, match="layer 3 is out of range for a 3-layer model"):
+        lm.hook_name(3, "resid_pre")
+    with pytest.raises(ValueError, match="out of range"):
+        lm.resolve_layers([0, -4])
+    with pytest.raises(ValueError, match="same layer twice"):
+        lm.resolve_layers([1, -2])
+
+
+def _hf_hidden(hf_model, ids: list[int]):
+    with torch.no_grad():
+        return hf_model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+
+
+def test_sites_equal_hf_model(lm: LensModel, hf_model, prompts: list[str]) -> None:
+    """Every site equals the matching tensor of a plain HF forward pass (fp32, atol 1e-5)."""
+    layers = hf_model.model.layers if hasattr(hf_model, "model") else hf_model.transformer.h
+    for ids in lm.encode(prompts):
+        grabbed: dict[tuple[str, int], torch.Tensor] = {}
+        handles = []
+        for i, block in enumerate(layers):
+            attn = block.self_attn if hasattr(block, "self_attn") else block.attn
+            down = block.mlp.down_proj if hasattr(block.mlp, "down_proj") else block.mlp.c_proj
+            handles += [
+                attn.register_forward_hook(
+                    lambda m, a, o, i=i: grabbed.__setitem__(("attn_out", i), o[0])
+                ),
+                block.mlp.register_forward_hook(
+                    lambda m, a, o, i=i: grabbed.__setitem__(("mlp_out", i), o)
+                ),
+                down.register_forward_pre_hook(
+                    lambda m, a, i=i: grabbed.__setitem__(("mlp_post", i), a[0])
+                ),
+            ]
+        try:
+            hidden = _hf_hidden(hf_model, ids)
+        finally:
+            for h in handles:
+                h.remove()
+        names = {lm.hook_name(layer, site): (site, layer) for layer in range(3) for site in SITES}
+        _, cache = lm.model.run_with_cache(torch.tensor([ids]), names_filter=list(names))
+        for name, (site, layer) in names.items():
+            got = cache[name]
+            if site == "resid_pre":
+                want = hidden[layer]
+            elif site == "resid_post":
+                if layer == lm.n_layers - 1:  # HF's last hidden state is after the final norm
+                    continue
+                want = hidden[layer + 1]
+            else:
+                want = grabbed[(site, layer)]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"{site} layer {layer}")
+
+
+def test_tokenize_pads_left_with_mask(lm: LensModel) -> None:
+    batch = lm.tokenize(["w1 w2 w3", "w4"])
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    bos = lm.tokenizer.bos_token_id
+    assert batch.input_ids[:, -2:].tolist() == [[lm.tokenizer.convert_tokens_to_ids("w2"),
+                                                 lm.tokenizer.convert_tokens_to_ids("w3")],
+                                                [bos, lm.tokenizer.convert_tokens_to_ids("w4")]]
+    right = lm.tokenize(["w1 w2 w3", "w4"], padding_side="right", prepend_bos=False)
+    assert right.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_tokenize_errors(lm: LensModel) -> None:
+    with pytest.raises(ValueError, match="prompt list is empty"):
+        lm.tokenize([])
+    with pytest.raises(TypeError, match="not one string"):
+        lm.tokenize("w1 w2")
+    with pytest.raises(ValueError, match="prompt 1 .* is empty"):
+        lm.tokenize(["w1", ""], prepend_bos=False)
+
+
+def test_fingerprint_is_stable_and_specific(lm: LensModel, model_dirs, tmp_path) -> None:
+    from tests.conftest import build_tiny
+
+    arch = "llama" if "llama" in lm.architecture.lower() else "gpt2"
+    again = load_model(str(model_dirs[arch]), device="cpu", backend=lm.backend)
+    assert again.fingerprint == lm.fingerprint
+    bf16 = load_model(str(model_dirs[arch]), device="cpu", dtype=torch.bfloat16,
+                      backend=lm.backend)
+    assert bf16.fingerprint == lm.fingerprint
+    other = load_model(str(build_tiny(arch, tmp_path / "other", seed=1)), device="cpu",
+                       backend=lm.backend)
+    assert other.fingerprint != lm.fingerprint
+
+
+def test_wrapping_and_load_errors(lm: LensModel, tmp_path) -> None:
+    assert LensModel(lm.model).fingerprint == lm.fingerprint
+    with pytest.raises(TypeError, match="TransformerBridge or HookedTransformer"):
+        LensModel(torch.nn.Linear(2, 2))
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        load_model(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_model("gpt2", backend="jax")
