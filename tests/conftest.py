@@ -9,6 +9,7 @@ hub model takes, once per available TransformerLens backend.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ from liref_lens import LensModel, available_backends, load_model
 
 WORDS = [f"w{i}" for i in range(40)] + [str(d) for d in range(10)] + ["+", "=", "?", "Q:", "A:"]
 ARCHS = ("gpt2", "llama")
-BACKENDS = tuple(available_backends())
+# LIREF_LENS_BACKENDS (comma-separated) restricts the backends tested, e.g. in the legacy session.
+BACKENDS = tuple(
+    b
+    for b in available_backends()
+    if b in os.environ.get("LIREF_LENS_BACKENDS", "bridge,hooked_transformer").split(",")
+)
 
 
 def _tokenizer():
@@ -30,7 +36,10 @@ def _tokenizer():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<bos>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<bos>",
         unk_token="<unk>",
     )
 
@@ -49,8 +58,12 @@ def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
     elif arch == "llama":
         model = LlamaForCausalLM(
             LlamaConfig(
-                hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
                 **common,
             )
         )

@@ -41,8 +41,9 @@ def _hf_hidden(hf_model, ids: list[int]):
 def test_sites_equal_hf_model(lm: LensModel, hf_model, prompts: list[str]) -> None:
     """Every site equals the matching tensor of a plain HF forward pass (fp32, atol 1e-5)."""
     layers = hf_model.model.layers if hasattr(hf_model, "model") else hf_model.transformer.h
+    grabbed: dict[tuple[str, int], torch.Tensor] = {}
     for ids in lm.encode(prompts):
-        grabbed: dict[tuple[str, int], torch.Tensor] = {}
+        grabbed.clear()
         handles = []
         for i, block in enumerate(layers):
             attn = block.self_attn if hasattr(block, "self_attn") else block.attn
@@ -82,9 +83,10 @@ def test_tokenize_pads_left_with_mask(lm: LensModel) -> None:
     batch = lm.tokenize(["w1 w2 w3", "w4"])
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
     bos = lm.tokenizer.bos_token_id
-    assert batch.input_ids[:, -2:].tolist() == [[lm.tokenizer.convert_tokens_to_ids("w2"),
-                                                 lm.tokenizer.convert_tokens_to_ids("w3")],
-                                                [bos, lm.tokenizer.convert_tokens_to_ids("w4")]]
+    assert batch.input_ids[:, -2:].tolist() == [
+        [lm.tokenizer.convert_tokens_to_ids("w2"), lm.tokenizer.convert_tokens_to_ids("w3")],
+        [bos, lm.tokenizer.convert_tokens_to_ids("w4")],
+    ]
     right = lm.tokenize(["w1 w2 w3", "w4"], padding_side="right", prepend_bos=False)
     assert right.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
@@ -104,11 +106,11 @@ def test_fingerprint_is_stable_and_specific(lm: LensModel, model_dirs, tmp_path)
     arch = "llama" if "llama" in lm.architecture.lower() else "gpt2"
     again = load_model(str(model_dirs[arch]), device="cpu", backend=lm.backend)
     assert again.fingerprint == lm.fingerprint
-    bf16 = load_model(str(model_dirs[arch]), device="cpu", dtype=torch.bfloat16,
-                      backend=lm.backend)
+    bf16 = load_model(str(model_dirs[arch]), device="cpu", dtype=torch.bfloat16, backend=lm.backend)
     assert bf16.fingerprint == lm.fingerprint
-    other = load_model(str(build_tiny(arch, tmp_path / "other", seed=1)), device="cpu",
-                       backend=lm.backend)
+    other = load_model(
+        str(build_tiny(arch, tmp_path / "other", seed=1)), device="cpu", backend=lm.backend
+    )
     assert other.fingerprint != lm.fingerprint
 
 

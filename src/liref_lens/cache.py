@@ -23,8 +23,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .model import LensModel
-from .positions import Position, last
+from .model import Batch, LensModel
+from .positions import Position, Selection, last
 
 __all__ = ["Activations", "RunningStats", "cache_activations", "stream_activations"]
 
@@ -209,7 +209,6 @@ class _StopForward(Exception):
 
 @dataclass(frozen=True)
 class _Chunk:
-    prompt_ids: list[int]  # indices into the caller's prompt list
     data: dict[str, Tensor]  # site -> [n_out, layer, width]
     out_prompt: Tensor  # [n_out] index into the caller's prompt list
     token_rank: Tensor  # [n_out]
@@ -226,6 +225,46 @@ def _check_sites(lm: LensModel, sites: Sequence[str] | str) -> list[str]:
     for layer_site in sites:
         lm.hook_name(0, layer_site)  # raises a KeyError naming the valid sites
     return sites
+
+
+def _capture(
+    lm: LensModel,
+    batch: Batch,
+    sel: Selection,
+    plan: list[tuple[int, int, str]],
+    names: dict[tuple[int, str], str],
+    dtype: torch.dtype,
+) -> dict[str, Tensor]:
+    """One forward pass that stores each planned (layer, site) reduced to ``sel``."""
+    reduce_dtype = torch.promote_types(dtype, torch.float32)
+    sites = dict.fromkeys(site for _, _, site in plan)
+    n_layers = len({li for li, _, _ in plan})
+    out = {
+        site: torch.empty((sel.n_out, n_layers, lm.width(site)), dtype=dtype, device=lm.device)
+        for site in sites
+    }
+    fired: set[tuple[int, str]] = set()
+
+    def make_hook(li: int, layer: int, site: str) -> Any:
+        def hook(act: Tensor, hook: Any) -> None:
+            target = out[site]
+            target[:, li] = sel.reduce(act, reduce_dtype).to(target.device, dtype)
+            fired.add((layer, site))
+            if len(fired) == len(plan):
+                raise _StopForward
+
+        return hook
+
+    hooks = [(names[(layer, site)], make_hook(li, layer, site)) for li, layer, site in plan]
+    with torch.no_grad(), lm.hooks(hooks):
+        try:
+            lm.forward(batch)
+        except _StopForward:
+            pass
+    if len(fired) != len(plan):
+        missing = sorted(set(names) - fired)
+        raise RuntimeError(f"hooks {missing} never fired during the forward pass")
+    return out
 
 
 def _iter_chunks(
@@ -247,39 +286,14 @@ def _iter_chunks(
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep order
     plan = [(li, layer, site) for li, layer in enumerate(layers) for site in sites]
     names = {(layer, site): lm.hook_name(layer, site) for _, layer, site in plan}
-    reduce_dtype = torch.promote_types(dtype, torch.float32)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for chunk in tqdm(batches, desc="caching", disable=not progress, unit="batch"):
         batch = lm.pad([ids[i] for i in chunk], padding_side=padding_side).to(lm.device)
         sel = position.select(batch.attention_mask, row_ids=chunk)
-        out = {
-            site: torch.empty((sel.n_out, len(layers), lm.width(site)), dtype=dtype)
-            for site in sites
-        }
-        fired: set[tuple[int, str]] = set()
-
-        def make_hook(li: int, layer: int, site: str) -> Any:
-            def hook(act: Tensor, hook: Any) -> None:
-                out[site][:, li] = sel.reduce(act, reduce_dtype).to("cpu", dtype)
-                fired.add((layer, site))
-                if len(fired) == len(plan):
-                    raise _StopForward
-
-            return hook
-
-        hooks = [(names[(layer, site)], make_hook(li, layer, site)) for li, layer, site in plan]
-        with torch.no_grad(), lm.hooks(hooks):
-            try:
-                lm.forward(batch)
-            except _StopForward:
-                pass
-        if len(fired) != len(plan):
-            missing = sorted(set(names) - fired)
-            raise RuntimeError(f"hooks {missing} never fired during the forward pass")
+        out = _capture(lm, batch, sel, plan, names, dtype)
         chunk_t = torch.tensor(chunk, dtype=torch.long)
         yield _Chunk(
-            prompt_ids=chunk,
-            data={s: t.to(storage_device) for s, t in out.items()},
+            data={site: t.to(storage_device) for site, t in out.items()},
             out_prompt=chunk_t[sel.out_row.cpu()],
             token_rank=sel.token_rank.cpu(),
         )
@@ -318,7 +332,8 @@ def cache_activations(
         `Activations` with ``data[site]`` of shape ``[n_rows, len(layers), width]``.
 
     Example:
-        >>> acts = cache_activations(lm, ["2 + 2 =", "Paris is in"], layers=[0, 1])  # doctest: +SKIP
+        >>> prompts = ["2 + 2 =", "Paris is in"]
+        >>> acts = cache_activations(lm, prompts, layers=[0, 1])  # doctest: +SKIP
         >>> acts.tensor.shape  # doctest: +SKIP
         torch.Size([2, 2, 64])
     """
@@ -327,8 +342,17 @@ def cache_activations(
     site_list = _check_sites(model, sites)
     chunks = list(
         _iter_chunks(
-            model, prompts, layer_list, site_list, position, batch_size, dtype, progress,
-            padding_side, prepend_bos, storage_device,
+            model,
+            prompts,
+            layer_list,
+            site_list,
+            position,
+            batch_size,
+            dtype,
+            progress,
+            padding_side,
+            prepend_bos,
+            storage_device,
         )
     )
     # Put rows back in prompt order (for every(): prompt order, then token order).
@@ -392,8 +416,17 @@ def stream_activations(
             classes, (len(layer_list), model.width(site)), second_moments=second_moments
         )
     for chunk in _iter_chunks(
-        model, prompts, layer_list, site_list, position, batch_size, torch.float64, progress,
-        "left", None, "cpu",
+        model,
+        prompts,
+        layer_list,
+        site_list,
+        position,
+        batch_size,
+        torch.float64,
+        progress,
+        "left",
+        None,
+        "cpu",
     ):
         stats.update(chunk.data[site], [str(labels[int(i)]) for i in chunk.out_prompt])
     return stats

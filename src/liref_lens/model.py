@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -144,7 +143,7 @@ class LensModel:
                 f"expected a TransformerLens TransformerBridge or HookedTransformer, got "
                 f"{type(model).__name__}; load one with liref_lens.load_model(name_or_path)"
             )
-        self.model = model
+        self.model: Any = model
         self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
 
     # ----- sizes and placement -------------------------------------------------------------
@@ -197,9 +196,7 @@ class LensModel:
     # ----- the one (layer, site) -> hook name mapping ------------------------------------
     def _check_site(self, site: str) -> None:
         if site not in SITES:
-            raise KeyError(
-                f"unknown hook site {site!r}; use one of {', '.join(SITES)}"
-            )
+            raise KeyError(f"unknown hook site {site!r}; use one of {', '.join(SITES)}")
 
     def resolve_layer(self, layer: int) -> int:
         """A layer index checked against the model; negative indices count from the end."""

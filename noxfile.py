@@ -1,0 +1,36 @@
+"""The project's checks. ``nox`` runs both sessions; ``nox -s check`` only the first.
+
+- ``check``: ruff, mypy and the whole test suite in the current environment
+  (TransformerLens 4: ``TransformerBridge``).
+- ``legacy``: the test suite again in a fresh virtual environment with TransformerLens 3.9,
+  the last release that has the legacy ``HookedTransformer``, restricted to that backend.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import nox
+
+nox.options.sessions = ["legacy", "check"]
+nox.options.default_venv_backend = "venv"
+
+LEGACY_TL = "transformer-lens==3.9.0"
+
+
+@nox.session(venv_backend="none")
+def check(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def legacy(session: nox.Session) -> None:
+    # The same torch release as the outer environment (on a CPU-only machine with the CPU
+    # wheel available locally, pip picks that one again).
+    torch_release = version("torch").split("+")[0]
+    session.install(f"torch=={torch_release}")
+    session.install("-e", ".[dev]", LEGACY_TL)
+    session.run("pytest", *session.posargs, env={"LIREF_LENS_BACKENDS": "hooked_transformer"})
