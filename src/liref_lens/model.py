@@ -104,6 +104,18 @@ def available_backends() -> list[str]:
     return found
 
 
+def _backend_of(model: Any) -> str:
+    bridge, hooked = _bridge_class(), _hooked_class()
+    if bridge is not None and isinstance(model, bridge):
+        return "bridge"
+    if hooked is not None and isinstance(model, hooked):
+        return "hooked_transformer"
+    raise TypeError(
+        f"expected a TransformerLens TransformerBridge or HookedTransformer, got "
+        f"{type(model).__name__}; load one with liref_lens.load_model(name_or_path)"
+    )
+
+
 @dataclass(frozen=True)
 class Batch:
     """Token ids and the attention mask of a padded batch (1 = real token, 0 = padding)."""
@@ -133,16 +145,7 @@ class LensModel:
     def __init__(self, model: Any, *, name: str | None = None) -> None:
         if isinstance(model, LensModel):
             raise TypeError("model is already a LensModel; use it directly")
-        bridge, hooked = _bridge_class(), _hooked_class()
-        if bridge is not None and isinstance(model, bridge):
-            self.backend = "bridge"
-        elif hooked is not None and isinstance(model, hooked):
-            self.backend = "hooked_transformer"
-        else:
-            raise TypeError(
-                f"expected a TransformerLens TransformerBridge or HookedTransformer, got "
-                f"{type(model).__name__}; load one with liref_lens.load_model(name_or_path)"
-            )
+        self.backend = _backend_of(model)
         self.model: Any = model
         self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
 
