@@ -338,8 +338,9 @@ class LensModel:
             for pname, param in sorted(self.model.named_parameters(), key=lambda kv: kv[0]):
                 flat = param.detach().reshape(-1)
                 n = flat.numel()
-                idx = torch.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES), device=flat.device)
-                sample = flat[idx.long()].to(torch.bfloat16).view(torch.int16).cpu()
+                k = min(n, _FINGERPRINT_SAMPLES)  # evenly strided, exact integer indices
+                idx = torch.arange(k, device=flat.device) * (n - 1) // max(k - 1, 1)
+                sample = flat[idx].to(torch.bfloat16).view(torch.int16).cpu()
                 h.update(f"{pname}:{tuple(param.shape)}".encode())
                 h.update(sample.numpy().tobytes())
         return h.hexdigest()[:16]
