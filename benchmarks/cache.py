@@ -130,7 +130,11 @@ def main() -> None:
 
     def liref(layers: list[int]) -> Callable[[], None]:
         return lambda: cache_activations(
-            lm, prompts, layers=layers, position=last(), batch_size=args.batch_size,
+            lm,
+            prompts,
+            layers=layers,
+            position=last(),
+            batch_size=args.batch_size,
             progress=False,
         )
 

@@ -80,6 +80,12 @@ def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_tiny():
+    """`build_tiny` as a fixture: ``make_tiny(arch, directory, seed)``."""
+    return build_tiny
+
+
+@pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     return {arch: build_tiny(arch, root / f"tiny-{arch}") for arch in ARCHS}

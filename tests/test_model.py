@@ -100,16 +100,14 @@ def test_tokenize_errors(lm: LensModel) -> None:
         lm.tokenize(["w1", ""], prepend_bos=False)
 
 
-def test_fingerprint_is_stable_and_specific(lm: LensModel, model_dirs, tmp_path) -> None:
-    from tests.conftest import build_tiny
-
+def test_fingerprint_is_stable_and_specific(lm: LensModel, model_dirs, make_tiny, tmp_path) -> None:
     arch = "llama" if "llama" in lm.architecture.lower() else "gpt2"
     again = load_model(str(model_dirs[arch]), device="cpu", backend=lm.backend)
     assert again.fingerprint == lm.fingerprint
     bf16 = load_model(str(model_dirs[arch]), device="cpu", dtype=torch.bfloat16, backend=lm.backend)
     assert bf16.fingerprint == lm.fingerprint
     other = load_model(
-        str(build_tiny(arch, tmp_path / "other", seed=1)), device="cpu", backend=lm.backend
+        str(make_tiny(arch, tmp_path / "other", seed=1)), device="cpu", backend=lm.backend
     )
     assert other.fingerprint != lm.fingerprint
 
