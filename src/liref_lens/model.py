@@ -25,6 +25,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from .positions import StepInfo, step_info
+
 __all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
 
 #: The hook sites the toolkit reads and writes, with what each one is.
@@ -255,7 +257,45 @@ class LensModel:
     def forward(self, batch: Batch, **kwargs: Any) -> Tensor:
         """Logits for a padded batch; padding is handled by the attention mask."""
         batch = batch.to(self.device)
-        return self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]))
+        with step_info(info):
+            return self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+
+    def step(
+        self,
+        input_ids: Int[Tensor, "batch new"],
+        attention_mask: Int[Tensor, "batch total"],
+        past: Any = None,
+    ) -> tuple[Tensor, Any]:
+        """One incremental forward with a key-value cache (for generation).
+
+        Args:
+            input_ids: the new tokens (the whole padded prompt on the first call).
+            attention_mask: mask over the whole sequence so far, cached past included.
+            past: the cache returned by the previous call (None on the first).
+
+        Returns:
+            ``(logits of the new tokens, cache)``.
+        """
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        if self.backend == "bridge":
+            out = self.model(
+                input_ids,
+                attention_mask=attention_mask,
+                past_key_values=past,
+                use_cache=True,
+                return_type="logits_and_cache",
+            )
+            return out[0], out[1]
+        if past is None:
+            from transformer_lens import TransformerLensKeyValueCache
+
+            past = TransformerLensKeyValueCache.init_cache(
+                self.model.cfg, self.model.cfg.device, input_ids.shape[0]
+            )
+        new_mask = attention_mask[:, -input_ids.shape[1] :]
+        return self.model(input_ids, attention_mask=new_mask, past_kv_cache=past), past
 
     # ----- tokenization --------------------------------------------------------------------
     @property

@@ -13,6 +13,9 @@ memory it needs is that of the selected vectors only.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,11 +26,14 @@ from torch import Tensor
 __all__ = [
     "Position",
     "Selection",
+    "StepInfo",
     "at",
+    "current_step",
     "every",
     "last",
     "mean",
     "parse_position",
+    "step_info",
 ]
 
 
@@ -215,3 +221,36 @@ def parse_position(text: str) -> Position:
     if match:
         return at(int(match.group(1)))
     raise ValueError(f"unknown position {text!r}; expected last(), mean(), every() or at(i)")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the tokens of the forward pass now running sit in the whole sequence.
+
+    ``attention_mask`` covers the whole sequence so far (cached past + current input);
+    the current input starts at column ``start``; columns ``< prompt_width`` are the (padded)
+    prompt, later ones were generated. Set by `LensModel.forward` and by generation, read by
+    interventions to resolve their position rules, also across KV-cached decode steps.
+    """
+
+    attention_mask: Int[Tensor, "batch total"]
+    start: int
+    prompt_width: int
+
+
+_STEP: ContextVar[StepInfo | None] = ContextVar("liref_lens_step", default=None)
+
+
+@contextmanager
+def step_info(info: StepInfo) -> Iterator[StepInfo]:
+    """Make ``info`` the current step for the duration of the block."""
+    token = _STEP.set(info)
+    try:
+        yield info
+    finally:
+        _STEP.reset(token)
+
+
+def current_step() -> StepInfo | None:
+    """The step set by the innermost `step_info` block, or None outside any."""
+    return _STEP.get()

@@ -1,0 +1,156 @@
+"""Greedy and sampled generation, with or without the KV cache, under interventions.
+
+`generate` runs its own decoding loop over `LensModel.step` (KV cache) or `LensModel.forward`
+(full recompute). Prompts are left-padded, so every row's next token sits in the last column;
+each forward pass publishes a `StepInfo` (mask, window start, prompt width) that intervention
+position rules read, so "prompt only" and "generated only" mean the same thing with and
+without the cache. Rows stop at ``eos`` when ``stop_at_eos``; finished rows are padded.
+
+Memory: the KV cache of the model for ``batch x (prompt + max_new_tokens)`` positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .interventions import Op, intervene
+from .model import LensModel
+from .positions import StepInfo, step_info
+
+__all__ = ["Generation", "generate"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generated token ids per prompt (prompt excluded) and their decoded texts."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+
+
+def _next_token(
+    logits: Tensor, do_sample: bool, temperature: float, generator: torch.Generator | None
+) -> Tensor:
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def generate(
+    model: LensModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    *,
+    ops: Sequence[Op] = (),
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    stop_at_eos: bool = True,
+    prepend_bos: bool | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Generation:
+    """Generate continuations of ``prompts``, steered by ``ops`` if given.
+
+    Args:
+        max_new_tokens: tokens to generate per prompt.
+        ops: interventions applied to every forward pass (see `liref_lens.interventions`).
+        do_sample: sample from ``softmax(logits / temperature)`` (with ``generator``)
+            instead of taking the argmax.
+        use_cache: reuse keys and values between steps (the results equal a full recompute).
+        stop_at_eos: stop a row after it produced the tokenizer's EOS token.
+
+    Example:
+        >>> out = generate(lm, ["Q: 2 + 3 = ? A:"], 4, ops=[add_op])  # doctest: +SKIP
+        >>> out.texts  # doctest: +SKIP
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and temperature <= 0:
+        raise ValueError("temperature must be > 0 when sampling")
+    ids = model.encode(prompts, prepend_bos=prepend_bos)
+    eos = model.tokenizer.eos_token_id
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos or 0
+    out: list[list[int]] = []
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
+        rows = ids[start : start + batch_size]
+        if ops:
+            with intervene(model, *ops):
+                out += _generate_batch(
+                    model,
+                    rows,
+                    max_new_tokens,
+                    do_sample,
+                    temperature,
+                    generator,
+                    use_cache,
+                    eos if stop_at_eos else None,
+                    pad,
+                )
+        else:
+            out += _generate_batch(
+                model,
+                rows,
+                max_new_tokens,
+                do_sample,
+                temperature,
+                generator,
+                use_cache,
+                eos if stop_at_eos else None,
+                pad,
+            )
+    texts = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
+    return Generation(tokens=out, texts=texts)
+
+
+def _generate_batch(
+    model: LensModel,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    generator: torch.Generator | None,
+    use_cache: bool,
+    eos: int | None,
+    pad: int,
+) -> list[list[int]]:
+    batch = model.pad(rows, padding_side="left").to(model.device)
+    prompt_width = int(batch.input_ids.shape[1])
+    tokens, mask = batch.input_ids, batch.attention_mask
+    done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
+    generated: list[Tensor] = []
+    past = None
+    with torch.no_grad():
+        for step in range(max_new_tokens):
+            if use_cache:
+                new = tokens if step == 0 else tokens[:, -1:]
+                start = tokens.shape[1] - new.shape[1]
+                with step_info(StepInfo(mask, start, prompt_width)):
+                    logits, past = model.step(new, mask, past)
+            else:
+                with step_info(StepInfo(mask, 0, prompt_width)):
+                    logits = model.model(tokens, attention_mask=mask)
+            nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            generated.append(nxt)
+            if eos is not None:
+                done = done | (nxt == eos)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            mask = torch.cat([mask, (~done | (nxt == eos)).long()[:, None]], dim=1)
+            if bool(done.all()):
+                break
+    gen = torch.stack(generated, dim=1).tolist()
+    result = []
+    for row in gen:
+        if eos is not None and eos in row:
+            row = row[: row.index(eos) + 1]
+        result.append(row)
+    return result

@@ -1,0 +1,357 @@
+"""Interventions at hook points: small immutable ops that edit activations during a forward.
+
+Ops (each at chosen ``layers``, ``sites`` and ``positions``):
+
+- `Add`: ``h + alpha * v``, with ``v`` the raw direction (``scale="raw"``, the direction's
+  natural unit: alpha = 1 moves the negative-class mean onto the positive one for a
+  difference-in-means), the unit direction (``"unit"``), or the unit direction times the mean
+  residual norm at that layer (``"resid_norm"``, give ``norms``);
+- `ProjectOut`: ``h - (h . r) r`` with ``r`` the unit direction;
+- `Scale`: ``h + alpha * (h . r) r`` (the paper's released operation; `paper_scale` places it
+  at the block input, attention output and MLP output of every layer);
+- `NeuronShift`: ``h[i] + delta_i`` for chosen ``mlp_post`` neurons.
+
+Ops compose with ``+`` (or `Compose`). `intervene` applies them in a context manager that
+removes every hook on exit (also when the body raises), counts how often each hook fired and
+raises if one never fired. Hooks return new tensors; they never write into the activations.
+
+Position rules: ``"all"`` (every real token of every forward), ``"prompt"`` (prompt tokens
+only), ``"generated"`` (generated tokens only), or a selector from `liref_lens.positions`
+(resolved on the prompt; never applied to generated tokens). They are resolved from the
+`StepInfo` that `LensModel.forward` and `liref_lens.generate` set, so they hold across
+KV-cached decode steps. A forward run outside those (calling the TransformerLens model
+directly) is taken as one unpadded prompt.
+
+Memory: an op holds its direction vectors; a hook allocates one activation-sized tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from .model import LensModel
+from .positions import Position, StepInfo, current_step
+
+__all__ = [
+    "Add",
+    "Compose",
+    "InterventionHandle",
+    "NeuronShift",
+    "Op",
+    "ProjectOut",
+    "Scale",
+    "attach",
+    "intervene",
+    "paper_scale",
+]
+
+PositionRule = str | Position
+_RULES = ("all", "prompt", "generated")
+
+
+def _window_mask(rule: PositionRule, act: Tensor) -> Bool[Tensor, "batch pos"]:
+    """Which positions of the current forward's input the rule selects."""
+    b, s = act.shape[0], act.shape[1]
+    step = current_step()
+    if step is None or step.attention_mask.shape[0] != b:
+        step = StepInfo(torch.ones((b, s), dtype=torch.long, device=act.device), 0, s)
+    full = step.attention_mask.to(act.device)
+    real = full[:, step.start : step.start + s].bool()
+    cols = torch.arange(step.start, step.start + s, device=act.device)
+    if rule == "all":
+        return real
+    if rule == "prompt":
+        return real & (cols < step.prompt_width)[None]
+    if rule == "generated":
+        return real & (cols >= step.prompt_width)[None]
+    if isinstance(rule, str):
+        raise ValueError(f"unknown position rule {rule!r}; use {_RULES} or a selector")
+    chosen = torch.zeros_like(full, dtype=torch.bool)
+    prompt_mask = full[:, : step.prompt_width]
+    chosen[:, : step.prompt_width] = rule.select(prompt_mask).mask((b, step.prompt_width))
+    return chosen[:, step.start : step.start + s] & real
+
+
+def _vector(direction: Any, layer: int, source_layer: int | None) -> Tensor:
+    """The vector an op uses at ``layer``: from a DirectionSet, a [layer, d] or a [d] tensor."""
+    src = layer if source_layer is None else source_layer
+    if isinstance(direction, Tensor):
+        if direction.ndim == 1:
+            return direction
+        if direction.ndim == 2:
+            return direction[src]
+        raise ValueError(f"a direction tensor must be [d] or [layer, d], got {direction.shape}")
+    if src not in direction.layers:
+        raise ValueError(
+            f"the direction set has no vector for layer {src} (fitted at layers "
+            f"{tuple(direction.layers)}); apply it at those layers, or pass source_layer= to "
+            "use one fitted layer's vector elsewhere"
+        )
+    return direction.at(src)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Op:
+    """Base of all ops: where it applies. Subclasses define `edit`. Arguments are keywords."""
+
+    layers: Sequence[int] = ()
+    sites: Sequence[str] = ("resid_pre",)
+    positions: PositionRule = "all"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, int):
+            object.__setattr__(self, "layers", (self.layers,))
+        if isinstance(self.sites, str):
+            object.__setattr__(self, "sites", (self.sites,))
+        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        object.__setattr__(self, "sites", tuple(self.sites))
+        if isinstance(self.positions, str) and self.positions not in _RULES:
+            raise ValueError(
+                f"unknown position rule {self.positions!r}; use {_RULES} or a selector"
+            )
+
+    def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
+        """The change to add to ``act`` ([batch, pos, width]) at ``layer``/``site``."""
+        raise NotImplementedError
+
+    def flatten(self) -> tuple[Op, ...]:
+        return (self,)
+
+    def __add__(self, other: Op) -> Compose:
+        return Compose(ops=(*self.flatten(), *other.flatten()))
+
+    def check(self, model: LensModel) -> None:
+        """Raise if this op cannot apply to ``model`` (layers, sites, widths, provenance)."""
+        if not self.layers:
+            raise ValueError(f"{type(self).__name__} needs layers=[...] to say where to apply")
+        for layer in self.layers:
+            for site in self.sites:
+                model.hook_name(layer, site)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DirectionOp(Op):
+    direction: Any = None
+    source_layer: int | None = None
+    allow_transfer: bool = False
+
+    def check(self, model: LensModel) -> None:
+        super().check(model)
+        if self.direction is None:
+            raise ValueError(f"{type(self).__name__} needs a direction")
+        if hasattr(self.direction, "check_compatible"):
+            self.direction.check_compatible(model, allow_transfer=self.allow_transfer)
+        for layer in self.layers:
+            v = _vector(self.direction, model.resolve_layer(layer), self.source_layer)
+            for site in self.sites:
+                if v.shape[-1] != model.width(site):
+                    raise ValueError(
+                        f"direction has width {v.shape[-1]} but site {site!r} of this model has "
+                        f"width {model.width(site)}; fit the direction on this model and site"
+                    )
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"direction for layer {layer} contains NaN or inf")
+
+    def unit(self, layer: int, like: Tensor) -> Tensor:
+        v = _vector(self.direction, layer, self.source_layer).to(like.device, torch.float32)
+        norm = v.norm()
+        if float(norm) == 0.0:
+            raise ValueError(
+                f"the direction for layer {layer} has zero norm; it has no unit vector "
+                "(drop that layer or refit on data where the classes differ)"
+            )
+        return v / norm
+
+
+@dataclass(frozen=True, kw_only=True)
+class Add(_DirectionOp):
+    """``h + alpha * v``; ``scale`` says what ``v`` is ("raw", "unit" or "resid_norm")."""
+
+    alpha: float = 1.0
+    scale: str = "raw"
+    norms: Mapping[int, float] | None = None
+
+    def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
+        if self.scale == "raw":
+            v = _vector(self.direction, layer, self.source_layer).to(act.device, torch.float32)
+        elif self.scale == "unit":
+            v = self.unit(layer, act)
+        elif self.scale == "resid_norm":
+            if self.norms is None or layer not in self.norms:
+                raise ValueError(f"scale='resid_norm' needs norms={{layer: mean norm}} for {layer}")
+            v = self.unit(layer, act) * float(self.norms[layer])
+        else:
+            raise ValueError(f"unknown scale {self.scale!r}; use 'raw', 'unit' or 'resid_norm'")
+        return (self.alpha * v).expand_as(act)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectOut(_DirectionOp):
+    """``h - (h . r) r``: remove the component along the unit direction ``r``."""
+
+    def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
+        r = self.unit(layer, act)
+        return -(act.float() @ r)[..., None] * r
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scale(_DirectionOp):
+    """``h + alpha * (h . r) r`` with ``r`` the unit direction (the paper's operation)."""
+
+    alpha: float = 1.0
+
+    def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
+        r = self.unit(layer, act)
+        return self.alpha * (act.float() @ r)[..., None] * r
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeuronShift(Op):
+    """``h[i] + delta_i`` at ``mlp_post`` for the neurons ``shifts[layer] = (indices, deltas)``."""
+
+    shifts: Mapping[int, tuple[Sequence[int], Sequence[float]]] = field(default_factory=dict)
+    sites: tuple[str, ...] = ("mlp_post",)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            object.__setattr__(self, "layers", tuple(self.shifts))
+        super().__post_init__()
+
+    def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
+        idx, deltas = self.shifts[layer]
+        delta = torch.zeros(act.shape[-1], dtype=torch.float32, device=act.device)
+        delta[torch.as_tensor(list(idx), device=act.device, dtype=torch.long)] = torch.as_tensor(
+            list(deltas), dtype=torch.float32, device=act.device
+        )
+        return delta.expand_as(act)
+
+    def check(self, model: LensModel) -> None:
+        if tuple(self.layers) != tuple(self.shifts):
+            raise ValueError("NeuronShift layers must equal the keys of shifts (or be left out)")
+        super().check(model)
+        for layer, (idx, deltas) in self.shifts.items():
+            if len(idx) != len(deltas):
+                raise ValueError(f"layer {layer}: {len(idx)} neurons but {len(deltas)} deltas")
+            bad = [i for i in idx if not 0 <= int(i) < model.d_mlp]
+            if bad:
+                raise ValueError(f"neurons {bad} at layer {layer} are outside 0..{model.d_mlp - 1}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compose(Op):
+    """Several ops applied together, in order."""
+
+    ops: tuple[Op, ...] = ()
+
+    def flatten(self) -> tuple[Op, ...]:
+        return tuple(o for op in self.ops for o in op.flatten())
+
+
+def paper_scale(direction: Any, alpha: float, model: LensModel, source_layer: int) -> Compose:
+    """The paper's placement: `Scale` by one layer's direction at every layer's block input,
+    attention output and MLP output.
+
+    Example:
+        >>> op = paper_scale(directions, 0.5, lm, source_layer=6)  # doctest: +SKIP
+    """
+    layers = tuple(range(model.n_layers))
+    return Compose(
+        ops=tuple(
+            Scale(
+                layers=layers,
+                sites=(site,),
+                direction=direction,
+                alpha=alpha,
+                source_layer=source_layer,
+            )
+            for site in ("resid_pre", "attn_out", "mlp_out")
+        )
+    )
+
+
+class InterventionHandle:
+    """Hooks of some ops on a model; `remove()` takes them off. Made by `attach`."""
+
+    def __init__(self, model: LensModel, ops: Sequence[Op]) -> None:
+        self.model = model
+        self.ops = tuple(o for op in ops for o in op.flatten())
+        if not self.ops:
+            raise ValueError("no ops given; pass at least one intervention")
+        for op in self.ops:
+            op.check(model)
+        #: how many times each (op index, layer, site) hook fired
+        self.counts: dict[tuple[int, int, str], int] = {}
+        self._context: Any = None
+
+    def _hook(self, i: int, op: Op, layer: int, site: str) -> Any:
+        key = (i, layer, site)
+        self.counts[key] = 0
+
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            self.counts[key] += 1
+            m = _window_mask(op.positions, act)
+            delta = op.edit(act, layer, site)
+            return act + (delta * m[..., None]).to(act.dtype)
+
+        return hook
+
+    def attach(self) -> InterventionHandle:
+        hooks = [
+            (
+                self.model.hook_name(layer, site),
+                self._hook(i, op, layer % self.model.n_layers, site),
+            )
+            for i, op in enumerate(self.ops)
+            for layer in op.layers
+            for site in op.sites
+        ]
+        self._context = self.model.hooks(hooks)
+        self._context.__enter__()
+        return self
+
+    def remove(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            context.__exit__(None, None, None)
+
+    def never_fired(self) -> list[tuple[int, int, str]]:
+        return [key for key, n in self.counts.items() if n == 0]
+
+
+def attach(model: LensModel, *ops: Op) -> InterventionHandle:
+    """Attach ops and return the handle; call ``handle.remove()`` when done."""
+    return InterventionHandle(model, ops).attach()
+
+
+@contextmanager
+def intervene(model: LensModel, *ops: Op, strict: bool = True) -> Iterator[InterventionHandle]:
+    """Apply ``ops`` to every forward pass run inside the block.
+
+    Hooks are removed on exit, also when the body raises. With ``strict`` (default), a hook
+    that never fired during the block raises (e.g. a layer the forward never reached).
+
+    Example:
+        >>> with intervene(lm, Add(layers=[2], direction=ds, alpha=1.0)) as h:  # doctest: +SKIP
+        ...     logits = lm.forward(lm.tokenize(prompts))
+    """
+    handle = attach(model, *ops)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+    silent = handle.never_fired()
+    if strict and silent:
+        desc = ", ".join(
+            f"{type(handle.ops[i]).__name__} at layer {lay} {s}" for i, lay, s in silent
+        )
+        raise RuntimeError(
+            f"intervention never fired: {desc}; the forward never reached that hook "
+            "(stopped early, or no forward ran in the block)"
+        )
