@@ -4,27 +4,108 @@ Built on TransformerLens (the TransformerLens 4 ``TransformerBridge`` and the le
 ``HookedTransformer``). Importing the package has no side effects.
 """
 
+from . import tasks
 from .cache import Activations, RunningStats, cache_activations, stream_activations
+from .directions import (
+    DirectionSet,
+    Fitter,
+    contrast_mean,
+    diff_in_means,
+    fit_directions,
+    pca_contrast,
+    probe_direction,
+    random_like,
+    reading_vector,
+    shuffled_labels,
+)
+from .experiment import EvalSet, Experiment, ExperimentConfig, Results
+from .generation import Generation, generate
+from .interventions import (
+    Add,
+    Compose,
+    InterventionHandle,
+    NeuronShift,
+    Op,
+    ProjectOut,
+    Scale,
+    attach,
+    intervene,
+    paper_scale,
+)
+from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import SITES, Batch, LensModel, available_backends, load_model
 from .positions import Position, Selection, at, every, last, mean, parse_position
+from .scores import (
+    auroc,
+    cohens_d,
+    correlation,
+    cosine_matrix,
+    cosine_per_layer,
+    projection,
+    separation,
+)
+from .tasks import EvalResult, Item, Task, load_task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SITES",
     "Activations",
+    "Add",
     "Batch",
+    "Compose",
+    "DirectionSet",
+    "EvalResult",
+    "EvalSet",
+    "Experiment",
+    "ExperimentConfig",
+    "Fitter",
+    "Generation",
+    "InterventionHandle",
+    "Item",
     "LensModel",
+    "NeuronShift",
+    "Op",
     "Position",
+    "ProjectOut",
+    "Results",
     "RunningStats",
+    "Scale",
     "Selection",
+    "Task",
+    "answer_probability",
     "at",
+    "attach",
+    "auroc",
     "available_backends",
     "cache_activations",
+    "candidate_choice",
+    "cohens_d",
+    "contrast_mean",
+    "correlation",
+    "cosine_matrix",
+    "cosine_per_layer",
+    "diff_in_means",
+    "entropy",
     "every",
+    "fit_directions",
+    "generate",
+    "intervene",
+    "kl_divergence",
     "last",
     "load_model",
+    "load_task",
     "mean",
+    "mean_ci",
+    "paper_scale",
     "parse_position",
+    "pca_contrast",
+    "probe_direction",
+    "projection",
+    "random_like",
+    "reading_vector",
+    "separation",
+    "shuffled_labels",
     "stream_activations",
+    "tasks",
 ]

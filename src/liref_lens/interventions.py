@@ -79,7 +79,7 @@ def _window_mask(rule: PositionRule, act: Tensor) -> Bool[Tensor, "batch pos"]:
     return chosen[:, step.start : step.start + s] & real
 
 
-def _vector(direction: Any, layer: int, source_layer: int | None) -> Tensor:
+def layer_vector(direction: Any, layer: int, source_layer: int | None) -> Tensor:
     """The vector an op uses at ``layer``: from a DirectionSet, a [layer, d] or a [d] tensor."""
     src = layer if source_layer is None else source_layer
     if isinstance(direction, Tensor):
@@ -149,7 +149,7 @@ class _DirectionOp(Op):
         if hasattr(self.direction, "check_compatible"):
             self.direction.check_compatible(model, allow_transfer=self.allow_transfer)
         for layer in self.layers:
-            v = _vector(self.direction, model.resolve_layer(layer), self.source_layer)
+            v = layer_vector(self.direction, model.resolve_layer(layer), self.source_layer)
             for site in self.sites:
                 if v.shape[-1] != model.width(site):
                     raise ValueError(
@@ -160,7 +160,7 @@ class _DirectionOp(Op):
                 raise ValueError(f"direction for layer {layer} contains NaN or inf")
 
     def unit(self, layer: int, like: Tensor) -> Tensor:
-        v = _vector(self.direction, layer, self.source_layer).to(like.device, torch.float32)
+        v = layer_vector(self.direction, layer, self.source_layer).to(like.device, torch.float32)
         norm = v.norm()
         if float(norm) == 0.0:
             raise ValueError(
@@ -180,7 +180,7 @@ class Add(_DirectionOp):
 
     def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
         if self.scale == "raw":
-            v = _vector(self.direction, layer, self.source_layer).to(act.device, torch.float32)
+            v = layer_vector(self.direction, layer, self.source_layer).to(act.device, torch.float32)
         elif self.scale == "unit":
             v = self.unit(layer, act)
         elif self.scale == "resid_norm":

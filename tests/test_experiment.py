@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from liref_lens import LensModel
+from liref_lens.experiment import EvalSet, Experiment, ExperimentConfig, Results
+from liref_lens.interventions import Add, intervene
+from liref_lens.metrics import entropy, kl_divergence, mean_ci
+
+
+@pytest.fixture
+def evalset(prompts) -> EvalSet:
+    return EvalSet(
+        name="tiny",
+        prompts=tuple(prompts),
+        candidates=tuple(("w1", "w2", "w3") for _ in prompts),
+        correct=tuple(i % 3 for i in range(len(prompts))),
+        subsets=tuple("reasoning" if "Q:" in p else "memory" for p in prompts),
+        candidate_names=("one", "two", "three"),
+    )
+
+
+def _config(**kw) -> ExperimentConfig:
+    base = dict(
+        layers=(1, 2), alphas=(-3.0, 3.0), ops=("add", "project_out"), n_random=2, n_boot=50, seed=7
+    )
+    return ExperimentConfig(**{**base, **kw})
+
+
+def _directions(lm: LensModel) -> torch.Tensor:
+    return torch.randn(lm.n_layers, lm.d_model, generator=torch.Generator().manual_seed(0)) * 4
+
+
+def test_cells_match_an_independent_run(lm: LensModel, evalset: EvalSet, tmp_path) -> None:
+    d = _directions(lm)
+    exp = Experiment(lm, d, evalset, _config())
+    res = exp.run(tmp_path / "run", progress=False)
+    assert len(exp.config.cells()) == 2 * 2 * 3 + 2 * 1 * 3  # add: 2 alphas; project_out: 1
+    pp = res.per_prompt
+    cand = evalset.candidate_ids(lm)
+    for i, prompt in enumerate(evalset.prompts):  # one prompt at a time, by hand
+        with torch.no_grad():
+            base = lm.forward(lm.tokenize([prompt]))[:, -1]
+            with intervene(lm, Add(layers=[2], direction=d, alpha=3.0)):
+                steered = lm.forward(lm.tokenize([prompt]))[:, -1]
+        cell = pp[
+            (pp.op == "add")
+            & (pp.layer == 2)
+            & (pp.alpha == 3.0)
+            & (pp.control == -1)
+            & (pp.prompt == i)
+        ].set_index("metric")["value"]
+        assert cell["kl"] == pytest.approx(float(kl_divergence(base, steered)), abs=1e-5)
+        assert cell["entropy"] == pytest.approx(float(entropy(steered)), abs=1e-5)
+        top = int(steered[0, cand[i]].argmax())
+        assert cell["acc"] == float(top == evalset.correct[i])
+        assert cell[f"choose_{evalset.candidate_names[top]}"] == 1.0
+    # the summary is the mean of the per-prompt values, with a bootstrap interval around it
+    t = res.table
+    row = t[
+        (t.op == "add")
+        & (t.layer == 2)
+        & (t.alpha == 3.0)
+        & (t.control == -1)
+        & (t.subset == "all")
+        & (t.metric == "kl")
+    ].iloc[0]
+    vals = pp[
+        (pp.op == "add")
+        & (pp.layer == 2)
+        & (pp.alpha == 3.0)
+        & (pp.control == -1)
+        & (pp.metric == "kl")
+    ]["value"]
+    assert row.value == pytest.approx(vals.mean()) and row.n == len(vals)
+    assert row.ci_low <= row.value <= row.ci_high
+    base_kl = t[(t.op == "baseline") & (t.metric == "kl")]["value"]
+    assert (base_kl.abs() < 1e-12).all()
+    assert set(t.direction) == {"none", "fitted", "random"}
+
+
+def test_random_controls_are_norm_matched(lm: LensModel, evalset: EvalSet) -> None:
+    d = _directions(lm)
+    exp = Experiment(lm, d, evalset, _config(n_random=3))
+    for layer in (1, 2):
+        for c in range(3):
+            v = exp.vector(layer, c)
+            assert float(v.norm()) == pytest.approx(float(d[layer].norm()), rel=1e-5)
+            assert abs(float(torch.nn.functional.cosine_similarity(v, d[layer], dim=0))) < 0.9
+    assert not torch.equal(exp.vector(1, 0), exp.vector(1, 1))
+
+
+def test_interrupted_run_resumes_and_matches(lm: LensModel, evalset: EvalSet, tmp_path) -> None:
+    d = _directions(lm)
+    full = Experiment(lm, d, evalset, _config()).run(tmp_path / "full", progress=False)
+    n_cells = len(_config().cells())
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_five(cell) -> None:
+        seen.append(cell)
+        if len(seen) == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Experiment(lm, d, evalset, _config()).run(
+            tmp_path / "part", progress=False, on_cell=stop_after_five
+        )
+    again = Experiment(lm, d, evalset, _config())
+    resumed = again.run(tmp_path / "part", progress=False)
+    assert again.computed == n_cells - 5
+    pd.testing.assert_frame_equal(resumed.table, full.table)
+    loaded = Results.load(tmp_path / "part")
+    pd.testing.assert_frame_equal(loaded.table, full.table)
+    with pytest.raises(ValueError, match="different experiment config"):
+        Experiment(lm, d, evalset, _config(seed=8)).run(tmp_path / "part", progress=False)
+
+
+def test_bad_configs(evalset: EvalSet) -> None:
+    with pytest.raises(ValueError, match="unknown ops"):
+        ExperimentConfig(layers=(1,), ops=("rotate",))
+    with pytest.raises(ValueError, match="unknown position"):
+        ExperimentConfig(layers=(1,), positions="first")
+    with pytest.raises(ValueError, match="has no prompts"):
+        EvalSet("e", (), (), (), ())
+    assert mean_ci([0.0, 1.0], n_boot=200, seed=1) == mean_ci([0.0, 1.0], n_boot=200, seed=1)
