@@ -129,3 +129,27 @@ def test_bad_configs(evalset: EvalSet) -> None:
     with pytest.raises(ValueError, match="has no prompts"):
         EvalSet("e", (), (), (), ())
     assert mean_ci([0.0, 1.0], n_boot=200, seed=1) == mean_ci([0.0, 1.0], n_boot=200, seed=1)
+
+
+def test_generation_accuracy_through_a_task_parser(lm: LensModel, tmp_path) -> None:
+    from pathlib import Path
+
+    from liref_lens.generation import generate
+    from liref_lens.tasks import load_gsm8k
+
+    task = load_gsm8k(str(Path(__file__).parent / "data" / "gsm8k_test.jsonl")).take(3)
+    evalset = EvalSet.from_task(task)
+    d = _directions(lm)
+    cfg = _config(ops=("add",), alphas=(3.0,), layers=(1,), n_random=0, max_new_tokens=4)
+    res = Experiment(lm, d, evalset, cfg).run(tmp_path / "gen", progress=False)
+    pp = res.per_prompt
+    steered = generate(
+        lm, list(evalset.prompts), 4, ops=[Add(layers=[1], direction=d, alpha=3.0)]
+    ).texts
+    want = task.evaluate(steered)
+    cell = pp[(pp.op == "add") & (pp.control == -1)]
+    got_acc = cell[cell.metric == "gen_acc"].sort_values("prompt")["value"].tolist()
+    got_fail = cell[cell.metric == "parse_fail"].sort_values("prompt")["value"].tolist()
+    assert got_acc == [float(c) for c in want.correct]
+    assert got_fail == [float(i in want.failures) for i in range(len(task))]
+    assert "acc" not in set(pp.metric)  # no candidates: no candidate metrics

@@ -8,7 +8,10 @@ records next-token metrics at the last prompt token:
 - ``kl``: KL(baseline || steered); ``entropy`` of the steered distribution;
 - ``p_correct``: probability of the correct candidate among the candidates;
 - ``acc``: the top candidate is the correct one; ``flip``: the top candidate differs from the
-  baseline's; ``choose_<name>``: the top candidate is candidate ``<name>``.
+  baseline's; ``choose_<name>``: the top candidate is candidate ``<name>``;
+- with ``max_new_tokens > 0`` and an eval set made by `EvalSet.from_task`: ``gen_acc``
+  (greedy generation under the op, parsed by the task; a parse failure is wrong) and
+  ``parse_fail`` (the generation could not be parsed).
 
 Each finished cell is written atomically to ``out_dir/cells/`` and skipped on a re-run, so an
 interrupted run resumes where it stopped and gives the same numbers. `Results` holds the
@@ -36,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write, atomic_write_text
+from .generation import generate
 from .interventions import Add, Op, ProjectOut, Scale, intervene, layer_vector, paper_scale
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import LensModel
@@ -52,23 +56,43 @@ class EvalSet:
 
     name: str
     prompts: tuple[str, ...]
-    candidates: tuple[tuple[str, ...], ...]
-    correct: tuple[int, ...]
-    subsets: tuple[str, ...]
+    candidates: tuple[tuple[str, ...], ...] = ()
+    correct: tuple[int, ...] = ()
+    subsets: tuple[str, ...] = ()
     candidate_names: tuple[str, ...] = ()
+    task: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
         if n == 0:
             raise ValueError(f"eval set {self.name!r} has no prompts")
+        if not self.subsets:
+            object.__setattr__(self, "subsets", ("all",) * n)
         for what in ("candidates", "correct", "subsets"):
-            if len(getattr(self, what)) != n:
-                raise ValueError(f"{what} has {len(getattr(self, what))} entries for {n} prompts")
-        widths = {len(c) for c in self.candidates}
-        if len(widths) != 1 or min(widths) < 1:
-            raise ValueError("every prompt needs the same number (>= 1) of candidates")
-        if self.candidate_names and len(self.candidate_names) != widths.pop():
-            raise ValueError("candidate_names must name each candidate")
+            got = len(getattr(self, what))
+            if got != n and not (what != "subsets" and got == 0 and not self.candidates):
+                raise ValueError(f"{what} has {got} entries for {n} prompts")
+        if self.candidates:
+            widths = {len(c) for c in self.candidates}
+            if len(widths) != 1 or min(widths) < 1:
+                raise ValueError("every prompt needs the same number (>= 1) of candidates")
+            if self.candidate_names and len(self.candidate_names) != widths.pop():
+                raise ValueError("candidate_names must name each candidate")
+        if self.task is not None and len(self.task) != n:
+            raise ValueError(f"task has {len(self.task)} items for {n} prompts")
+
+    @classmethod
+    def from_task(cls, task: Any, style: str = "zero_shot", name: str | None = None) -> EvalSet:
+        """Prompts of a `liref_lens.Task`, scored by generating and parsing with the task.
+
+        Subsets are the items' labels ("unlabelled" where an item has none).
+        """
+        return cls(
+            name=name or task.name,
+            prompts=tuple(task.prompts(style)),
+            subsets=tuple(lab or "unlabelled" for lab in task.labels),
+            task=task,
+        )
 
     @property
     def digest(self) -> str:
@@ -98,6 +122,7 @@ class ExperimentConfig:
     seed: int = 0
     n_boot: int = 1000
     batch_size: int = 32
+    max_new_tokens: int = 0
     model_name: str = ""
     model_fingerprint: str = ""
     directions: str = ""
@@ -215,19 +240,32 @@ class Experiment:
                     chunks.append(self.model.forward(batch)[:, -1].float().cpu())
         return torch.cat(chunks)
 
-    def _metrics(self, logits: torch.Tensor, base: torch.Tensor) -> dict[str, torch.Tensor]:
-        cand = self.evalset.candidate_ids(self.model)
-        correct = torch.tensor(self.evalset.correct)
-        choice = candidate_choice(logits, cand)
-        out = {
-            "kl": kl_divergence(base, logits),
-            "entropy": entropy(logits),
-            "p_correct": answer_probability(logits, cand, correct),
-            "acc": (choice == correct).double(),
-            "flip": (choice != candidate_choice(base, cand)).double(),
-        }
-        for k, name in enumerate(self.evalset.candidate_names):
-            out[f"choose_{name}"] = (choice == k).double()
+    def _metrics(
+        self, ops: Sequence[Op], logits: torch.Tensor, base: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        out = {"kl": kl_divergence(base, logits), "entropy": entropy(logits)}
+        if self.evalset.candidates:
+            cand = self.evalset.candidate_ids(self.model)
+            correct = torch.tensor(self.evalset.correct)
+            choice = candidate_choice(logits, cand)
+            out["p_correct"] = answer_probability(logits, cand, correct)
+            out["acc"] = (choice == correct).double()
+            out["flip"] = (choice != candidate_choice(base, cand)).double()
+            for k, name in enumerate(self.evalset.candidate_names):
+                out[f"choose_{name}"] = (choice == k).double()
+        if self.config.max_new_tokens > 0 and self.evalset.task is not None:
+            texts = generate(
+                self.model,
+                list(self.evalset.prompts),
+                self.config.max_new_tokens,
+                ops=ops,
+                batch_size=self.config.batch_size,
+            ).texts
+            result = self.evalset.task.evaluate(texts)
+            out["gen_acc"] = torch.tensor(result.correct, dtype=torch.float64)
+            failed = torch.zeros(len(texts), dtype=torch.float64)
+            failed[list(result.failures)] = 1.0
+            out["parse_fail"] = failed
         return out
 
     def _frame(self, cell: tuple[str, int, float, int], values: dict[str, torch.Tensor]) -> Any:
@@ -262,7 +300,7 @@ class Experiment:
         else:
             atomic_write_text(cfg_path, self.config.to_json())
         base = self._logits(())
-        frames = [self._frame(("baseline", -1, 0.0, -1), self._metrics(base, base))]
+        frames = [self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base))]
         self.computed = 0
         cells = self.config.cells()
         for cell in tqdm(cells, desc="experiment", disable=not progress, unit="cell"):
@@ -271,7 +309,8 @@ class Experiment:
             if path.exists():
                 frames.append(pd.read_parquet(path))
                 continue
-            frame = self._frame(cell, self._metrics(self._logits([self.op(*cell)]), base))
+            ops = [self.op(*cell)]
+            frame = self._frame(cell, self._metrics(ops, self._logits(ops), base))
             atomic_write(path, partial(frame.to_parquet, index=False))
             self.computed += 1
             frames.append(frame)
