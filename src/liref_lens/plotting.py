@@ -1,0 +1,317 @@
+"""Plotly figures of layer-wise scores, activations and steering results.
+
+Every function takes results (tidy DataFrames from `liref_lens.scores` / `Results.table`, or
+tensors) and returns a ``plotly.graph_objects.Figure``; none calls ``.show()``. Figures render
+in Jupyter, VS Code and, embedded by `liref_lens.report`, in a self-contained HTML file.
+Memory: `pca_scatter` copies one layer of activations to NumPy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "cosine_heatmap",
+    "dose_response",
+    "layer_scores",
+    "pca_scatter",
+    "projection_vs_label",
+    "sweep_heatmap",
+]
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_TITLES = {
+    "auroc": "AUROC",
+    "probe_acc": "probe accuracy (CV)",
+    "cohens_d": "Cohen's d",
+    "pearson": "Pearson r",
+    "spearman": "Spearman rho",
+}
+
+
+def _band(x: Sequence[Any], lo: Sequence[float], hi: Sequence[float], color: str, name: str) -> Any:
+    return go.Scatter(
+        x=[*x, *reversed(list(x))],
+        y=[*hi, *reversed(list(lo))],
+        fill="toself",
+        fillcolor=color,
+        opacity=0.2,
+        line={"width": 0},
+        hoverinfo="skip",
+        name=name,
+        showlegend=False,
+    )
+
+
+def layer_scores(
+    scores: pd.DataFrame, which: Sequence[str] = ("auroc", "probe_acc", "cohens_d")
+) -> go.Figure:
+    """One panel per score: value by layer with its confidence band.
+
+    Args:
+        scores: tidy table with columns layer, score, value, ci_low, ci_high
+            (`liref_lens.separation`).
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"layer": [0, 1], "score": "auroc", "value": [0.5, 0.9],
+        ...                    "ci_low": [0.4, 0.8], "ci_high": [0.6, 1.0]})
+        >>> len(layer_scores(df, ["auroc"]).data)
+        2
+    """
+    which = [s for s in which if s in set(scores["score"])]
+    if not which:
+        raise ValueError(f"none of the scores {list(which)} is in the table")
+    fig = make_subplots(rows=len(which), cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for i, name in enumerate(which, start=1):
+        df = scores[scores["score"] == name].sort_values("layer")
+        color = _COLORS[(i - 1) % len(_COLORS)]
+        fig.add_trace(_band(df["layer"], df["ci_low"], df["ci_high"], color, name), i, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=df["layer"],
+                y=df["value"],
+                mode="lines+markers",
+                name=_TITLES.get(name, name),
+                line={"color": color},
+            ),
+            i,
+            1,
+        )
+        fig.update_yaxes(title_text=_TITLES.get(name, name), row=i, col=1)
+    fig.update_xaxes(title_text="layer", row=len(which), col=1)
+    fig.update_layout(title="Layer-wise separation of the two groups", height=250 * len(which) + 80)
+    return fig
+
+
+def pca_scatter(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    *,
+    names: tuple[str, str] = ("reasoning", "memory"),
+    layer: int | None = None,
+) -> go.Figure:
+    """The two groups in the plane of their first two principal components, with the logistic
+    decision boundary (fitted in that plane) and the arrow from the negative to the positive
+    class mean (the difference-in-means direction).
+
+    Args:
+        pos, neg: ``[n, d]`` activations of one layer for each group.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> fig = pca_scatter(torch.randn(20, 5, generator=g) + 2, torch.randn(20, 5, generator=g))
+        >>> [t.name for t in fig.data][:2]
+        ['reasoning', 'memory']
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double().numpy()
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    center = x.mean(0)
+    _, _, vt = np.linalg.svd(x - center, full_matrices=False)
+    comps = vt[:2]
+    z = (x - center) @ comps.T
+    fig = go.Figure()
+    for label, name, color in ((1, names[0], _COLORS[0]), (0, names[1], _COLORS[1])):
+        pts = z[y == label]
+        fig.add_trace(
+            go.Scatter(
+                x=pts[:, 0],
+                y=pts[:, 1],
+                mode="markers",
+                name=name,
+                marker={"color": color, "size": 6, "opacity": 0.7},
+            )
+        )
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(z, y)
+    (w0, w1), b = clf.coef_[0], clf.intercept_[0]
+    xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 50)
+    if abs(w1) > 1e-12:
+        ys = -(w0 * xs + b) / w1
+        keep = (ys >= z[:, 1].min() - 1) & (ys <= z[:, 1].max() + 1)
+        fig.add_trace(
+            go.Scatter(
+                x=xs[keep],
+                y=ys[keep],
+                mode="lines",
+                name="logistic boundary",
+                line={"color": "black", "dash": "dash"},
+            )
+        )
+    m_pos, m_neg = z[y == 1].mean(0), z[y == 0].mean(0)
+    fig.add_annotation(
+        x=m_pos[0],
+        y=m_pos[1],
+        ax=m_neg[0],
+        ay=m_neg[1],
+        xref="x",
+        yref="y",
+        axref="x",
+        ayref="y",
+        showarrow=True,
+        arrowhead=3,
+        arrowwidth=2,
+        text="mean difference",
+    )
+    where = f" at layer {layer}" if layer is not None else ""
+    fig.update_layout(title=f"PCA of activations{where}", xaxis_title="PC 1", yaxis_title="PC 2")
+    return fig
+
+
+def projection_vs_label(
+    projection: Sequence[float] | torch.Tensor,
+    label: Sequence[float],
+    *,
+    layer: int | None = None,
+    label_name: str = "reasoning score",
+) -> go.Figure:
+    """Projection on the direction against a continuous label, with Pearson and Spearman.
+
+    Example:
+        >>> fig = projection_vs_label([0.1, 0.5, 0.9], [0.0, 0.4, 1.0])
+        >>> fig.layout.xaxis.title.text
+        'reasoning score'
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    p = np.asarray(projection, dtype=np.float64)
+    lab = np.asarray(label, dtype=np.float64)
+    r = pearsonr(lab, p).statistic
+    rho = spearmanr(lab, p).statistic
+    fig = go.Figure(go.Scatter(x=lab, y=p, mode="markers", name="prompts"))
+    where = f", layer {layer}" if layer is not None else ""
+    fig.update_layout(
+        title=f"Projection vs {label_name}{where}: Pearson r = {r:.3f}, Spearman rho = {rho:.3f}",
+        xaxis_title=label_name,
+        yaxis_title="projection on the unit direction",
+    )
+    return fig
+
+
+def _cells(table: pd.DataFrame, metric: str, op: str, subset: str) -> pd.DataFrame:
+    df = table[(table["metric"] == metric) & (table["op"] == op) & (table["subset"] == subset)]
+    if df.empty:
+        raise ValueError(f"no rows for metric={metric!r}, op={op!r}, subset={subset!r}")
+    return df
+
+
+def sweep_heatmap(
+    table: pd.DataFrame, metric: str, *, op: str = "add", subset: str = "all"
+) -> go.Figure:
+    """Layer x alpha heatmap of an experiment metric for the fitted direction.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"op": "add", "layer": [0, 0, 1, 1], "alpha": [-1.0, 1.0] * 2,
+        ...     "control": -1, "subset": "all", "metric": "acc", "value": [0.1, 0.2, 0.3, 0.4]})
+        >>> sweep_heatmap(t, "acc").data[0].z.tolist()
+        [[0.1, 0.2], [0.3, 0.4]]
+    """
+    df = _cells(table, metric, op, subset)
+    df = df[df["control"] < 0]
+    grid = df.pivot_table(index="layer", columns="alpha", values="value")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[str(a) for a in grid.columns],
+            y=[str(v) for v in grid.index],
+            colorbar={"title": metric},
+        )
+    )
+    fig.update_layout(
+        title=f"{metric} ({op}, {subset}) by layer and alpha",
+        xaxis_title="alpha",
+        yaxis_title="layer",
+    )
+    return fig
+
+
+def dose_response(
+    table: pd.DataFrame, metric: str, *, layer: int, op: str = "add", subset: str = "all"
+) -> go.Figure:
+    """A metric against alpha at one layer: the fitted direction with its CI, and the band
+    (min to max) and mean of the norm-matched random directions.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"op": "add", "layer": 1, "alpha": [1.0, 1.0, 1.0],
+        ...     "control": [-1, 0, 1], "subset": "all", "metric": "acc", "value": [0.9, 0.1, 0.2],
+        ...     "ci_low": [0.8, 0.0, 0.1], "ci_high": [1.0, 0.2, 0.3]})
+        >>> [t.name for t in dose_response(t, "acc", layer=1).data][-1]
+        'fitted direction'
+    """
+    df = _cells(table, metric, op, subset)
+    df = df[df["layer"] == layer].sort_values("alpha")
+    fitted, random = df[df["control"] < 0], df[df["control"] >= 0]
+    fig = go.Figure()
+    if not random.empty:
+        agg = random.groupby("alpha")["value"].agg(["min", "max", "mean"]).reset_index()
+        n = random["control"].nunique()
+        fig.add_trace(_band(agg["alpha"], agg["min"], agg["max"], "#7f7f7f", "random band"))
+        fig.add_trace(
+            go.Scatter(
+                x=agg["alpha"],
+                y=agg["mean"],
+                mode="lines",
+                name=f"random directions (mean of {n}; band: min-max)",
+                line={"color": "#7f7f7f", "dash": "dot"},
+            )
+        )
+    fig.add_trace(_band(fitted["alpha"], fitted["ci_low"], fitted["ci_high"], _COLORS[0], "CI"))
+    fig.add_trace(
+        go.Scatter(
+            x=fitted["alpha"],
+            y=fitted["value"],
+            mode="lines+markers",
+            name="fitted direction",
+            line={"color": _COLORS[0]},
+        )
+    )
+    fig.update_layout(
+        title=f"{metric} vs alpha at layer {layer} ({op}, {subset})",
+        xaxis_title="alpha",
+        yaxis_title=metric,
+    )
+    return fig
+
+
+def cosine_heatmap(
+    matrix: torch.Tensor | np.ndarray,
+    rows: Sequence[Any] | None = None,
+    cols: Sequence[Any] | None = None,
+    *,
+    title: str = "Cosine similarity between layers' directions",
+) -> go.Figure:
+    """Heatmap of a cosine-similarity matrix (e.g. `liref_lens.cosine_matrix`).
+
+    Example:
+        >>> import torch
+        >>> cosine_heatmap(torch.eye(2)).data[0].zmin
+        -1
+    """
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    rows = list(range(m.shape[0])) if rows is None else list(rows)
+    cols = list(range(m.shape[1])) if cols is None else list(cols)
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=[str(c) for c in cols],
+            y=[str(r) for r in rows],
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            reversescale=True,
+            colorbar={"title": "cosine"},
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="layer")
+    return fig

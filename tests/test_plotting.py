@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from liref_lens import diff_in_means, fit_directions, separation
+from liref_lens.plotting import (
+    cosine_heatmap,
+    dose_response,
+    layer_scores,
+    pca_scatter,
+    projection_vs_label,
+    sweep_heatmap,
+)
+
+
+@pytest.fixture
+def groups():
+    g = torch.Generator().manual_seed(0)
+    shift = torch.zeros(3, 8)
+    shift[:, 0] = torch.tensor([0.0, 1.0, 3.0])  # separation grows with depth
+    pos = torch.randn(40, 3, 8, generator=g) + shift
+    neg = torch.randn(40, 3, 8, generator=g)
+    return pos, neg
+
+
+def _table() -> pd.DataFrame:
+    rows = []
+    for layer in (1, 2):
+        for alpha in (-2.0, 0.0, 2.0):
+            for control in (-1, 0, 1):
+                v = alpha * layer / 10 if control < 0 else 0.01 * (control + 1)
+                rows.append(("add", layer, alpha, control, "all", "acc", v, v - 0.05, v + 0.05))
+    cols = ["op", "layer", "alpha", "control", "subset", "metric", "value", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_layer_scores_from_real_separation(groups) -> None:
+    pos, neg = groups
+    ds = fit_directions(pos, neg, diff_in_means())
+    df = separation(pos, neg, ds, n_boot=20, progress=False)
+    fig = layer_scores(df)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["AUROC", "probe accuracy (CV)", "Cohen's d"]
+    auc = df[df.score == "auroc"].sort_values("layer")["value"].to_numpy()
+    np.testing.assert_allclose(lines[0].y, auc)
+    assert fig.layout.xaxis3.title.text == "layer"
+    assert fig.layout.yaxis.title.text == "AUROC"
+    with pytest.raises(ValueError, match="none of the scores"):
+        layer_scores(df, ["nope"])
+
+
+def test_pca_scatter_has_groups_boundary_and_arrow(groups) -> None:
+    pos, neg = groups
+    fig = pca_scatter(pos[:, 2], neg[:, 2], layer=2)
+    assert [t.name for t in fig.data] == ["reasoning", "memory", "logistic boundary"]
+    assert len(fig.data[0].x) == 40 and len(fig.data[1].x) == 40
+    assert fig.layout.annotations[0].text == "mean difference"
+    assert fig.layout.xaxis.title.text == "PC 1" and "layer 2" in fig.layout.title.text
+
+
+def test_projection_vs_label_reports_correlations() -> None:
+    x = np.linspace(0, 1, 20)
+    fig = projection_vs_label(2 * x + 1, x, layer=3)
+    assert "Pearson r = 1.000" in fig.layout.title.text
+    assert "Spearman rho = 1.000" in fig.layout.title.text
+    assert fig.layout.yaxis.title.text == "projection on the unit direction"
+
+
+def test_sweep_heatmap_and_dose_response() -> None:
+    t = _table()
+    heat = sweep_heatmap(t, "acc")
+    assert heat.data[0].z.shape == (2, 3)
+    assert heat.layout.xaxis.title.text == "alpha" and heat.layout.yaxis.title.text == "layer"
+    np.testing.assert_allclose(heat.data[0].z[1], [-0.4, 0.0, 0.4])
+    dose = dose_response(t, "acc", layer=2)
+    names = [tr.name for tr in dose.data]
+    assert names[-1] == "fitted direction"
+    assert "random directions (mean of 2; band: min-max)" in names
+    np.testing.assert_allclose(dose.data[-1].y, [-0.4, 0.0, 0.4])
+    with pytest.raises(ValueError, match="no rows"):
+        sweep_heatmap(t, "kl")
+
+
+def test_cosine_heatmap() -> None:
+    fig = cosine_heatmap(torch.tensor([[1.0, 0.5], [0.5, 1.0]]), rows=[3, 4], cols=[3, 4])
+    assert list(fig.data[0].y) == ["3", "4"]
+    assert fig.data[0].zmin == -1 and fig.data[0].zmax == 1
