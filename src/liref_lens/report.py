@@ -1,0 +1,95 @@
+"""One self-contained HTML report of a run: config, findings, figures and tables.
+
+The plotly.js library is embedded once, inline, so the file opens offline and can be mailed or
+archived as is (about 5 MB with the library). Text is HTML-escaped; tables come from pandas.
+The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ._io import atomic_write_text
+
+__all__ = ["Report"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
+h2 { margin-top: 2em; color: #1f3f6f; }
+table { border-collapse: collapse; font-size: 0.9em; margin: .5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f0f4f8; }
+.findings li { margin: .4em 0; }
+.caption { color: #555; font-size: .9em; margin-top: -.2em; }
+pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .85em; }
+"""
+
+
+@dataclass
+class Report:
+    """An HTML report built block by block, then written with `write`.
+
+    Example:
+        >>> import plotly.graph_objects as go
+        >>> r = Report("Demo", config={"seed": 0})
+        >>> r.findings(["The direction separates the groups."])
+        >>> r.figure("Scores", go.Figure(), caption="An empty figure.")
+        >>> "<h2>Scores</h2>" in r.html()
+        True
+    """
+
+    title: str
+    config: dict[str, Any] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)
+    _n_figures: int = field(default=0, repr=False)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(f"<h2>{html.escape(text)}</h2>")
+
+    def text(self, paragraph: str) -> None:
+        self.blocks.append(f"<p>{html.escape(paragraph)}</p>")
+
+    def findings(self, items: list[str], heading: str = "Findings") -> None:
+        lis = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+        self.blocks.append(f'<h2>{html.escape(heading)}</h2><ul class="findings">{lis}</ul>')
+
+    def figure(self, heading: str, fig: go.Figure, caption: str = "") -> None:
+        self.heading(heading)
+        include = "inline" if self._n_figures == 0 else False
+        self._n_figures += 1
+        self.blocks.append(
+            fig.to_html(full_html=False, include_plotlyjs=include, div_id=f"fig{self._n_figures}")
+        )
+        if caption:
+            self.blocks.append(f'<p class="caption">{html.escape(caption)}</p>')
+
+    def table(self, heading: str, df: pd.DataFrame, caption: str = "", digits: int = 3) -> None:
+        self.heading(heading)
+        self.blocks.append(df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}"))
+        if caption:
+            self.blocks.append(f'<p class="caption">{html.escape(caption)}</p>')
+
+    def html(self) -> str:
+        cfg = html.escape(
+            json.dumps(self.config, indent=2, sort_keys=True, default=str), quote=False
+        )
+        body = "\n".join(self.blocks)
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>{body}"
+            f"<h2>Run configuration</h2><pre>{cfg}</pre></body></html>\n"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report atomically and return its path."""
+        return atomic_write_text(path, self.html())
