@@ -1,0 +1,191 @@
+"""The paper's protocol on a real model, as two steps the CLI and notebooks share.
+
+1. `fit_run`: zero-shot prompts ("Q: ...\\nA: ") of reasoning-heavy and memory-heavy questions
+   (two tasks, or one task split by its labels, e.g. MMLU-Pro by ``memory_reason_score``),
+   last-token activations at every layer, one difference-in-means direction per layer (the
+   LiReF), and layer-wise separation scores with bootstrap CIs. Writes
+   ``directions.safetensors``, ``scores.csv`` and ``fit.json`` into the run folder.
+2. `sweep_run`: an `Experiment` on an evaluation task (few-shot prompts, greedy generation,
+   answers parsed by the task) over layers x alphas x ops with norm-matched random controls.
+   Writes the experiment folder (``config.json``, ``cells/``, ``results.csv`` ...).
+
+`report_run` turns a run folder into ``report.html``. Memory: activations of
+``n_prompts x n_layers x d_model`` floats; the model itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._io import atomic_write_text
+from .cache import cache_activations
+from .directions import DirectionSet, diff_in_means, fit_directions
+from .experiment import EvalSet, Experiment, ExperimentConfig, Results
+from .model import LensModel
+from .plotting import dose_response, layer_scores, sweep_heatmap
+from .positions import parse_position
+from .report import Report
+from .scores import separation
+from .tasks import Task
+
+__all__ = ["fit_run", "report_run", "sweep_run"]
+
+
+def fit_run(
+    model: LensModel,
+    reasoning: Task,
+    memory: Task,
+    out_dir: str | Path,
+    *,
+    site: str = "resid_pre",
+    position: str = "last()",
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[DirectionSet, pd.DataFrame]:
+    """Fit per-layer directions (reasoning minus memory) and score every layer.
+
+    By default every layer is fitted, except layer 0 for ``resid_pre``: there the residual
+    stream is the token embedding, identical for all prompts that end with the template's
+    last token, so the difference of means is exactly zero.
+    """
+    out = Path(out_dir)
+    if layers is None:
+        first = 1 if site == "resid_pre" else 0
+        layers = list(range(first, model.n_layers))
+    if len(reasoning) == 0 or len(memory) == 0:
+        raise ValueError(
+            f"need prompts in both groups, got {len(reasoning)} reasoning and {len(memory)} "
+            "memory; check the task labels or the -n limits"
+        )
+    pos_sel = parse_position(position)
+    kw: dict[str, Any] = dict(
+        layers=list(layers), sites=(site,), position=pos_sel, batch_size=batch_size
+    )
+    pos = cache_activations(model, reasoning.prompts("zero_shot"), progress=progress, **kw)
+    neg = cache_activations(model, memory.prompts("zero_shot"), progress=progress, **kw)
+    directions = fit_directions(pos, neg, diff_in_means(), model=model)
+    folds = max(2, min(5, len(reasoning), len(memory)))  # fewer folds for tiny groups
+    scores = separation(
+        pos, neg, directions, n_boot=n_boot, seed=seed, cv_folds=folds, progress=progress
+    )
+    directions.save(out / "directions.safetensors")
+    atomic_write_text(out / "scores.csv", scores.to_csv(index=False))
+    info = {
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "reasoning_task": reasoning.name,
+        "memory_task": memory.name,
+        "n_reasoning": len(reasoning),
+        "n_memory": len(memory),
+        "site": site,
+        "position": position,
+        "layers": list(layers),
+        "seed": seed,
+    }
+    atomic_write_text(out / "fit.json", json.dumps(info, indent=2))
+    return directions, scores
+
+
+def sweep_run(
+    model: LensModel,
+    directions: DirectionSet,
+    task: Task,
+    out_dir: str | Path,
+    *,
+    layers: Sequence[int],
+    alphas: Sequence[float],
+    ops: Sequence[str] = ("scale",),
+    n_random: int = 10,
+    max_new_tokens: int = 256,
+    style: str = "few_shot",
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Results:
+    """Steer along the fitted directions while the model answers ``task``; score by parsing."""
+    evalset = EvalSet.from_task(task, style=style)
+    config = ExperimentConfig(
+        layers=tuple(layers),
+        alphas=tuple(float(a) for a in alphas),
+        ops=tuple(ops),
+        n_random=n_random,
+        seed=seed,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        extra={"task": task.name, "style": style},
+    )
+    return Experiment(model, directions, evalset, config).run(
+        Path(out_dir) / "sweep", progress=progress
+    )
+
+
+def report_run(run_dir: str | Path) -> Path:
+    """Write ``report.html`` for a run folder made by `fit_run` and/or `sweep_run`."""
+    run = Path(run_dir)
+    report = Report(f"liref_lens run: {run.name}")
+    findings = []
+    if (run / "scores.csv").exists():
+        scores = pd.read_csv(run / "scores.csv")
+        info = json.loads((run / "fit.json").read_text())
+        report.config["fit"] = info
+        auc = scores[scores["score"] == "auroc"].sort_values("value", ascending=False).iloc[0]
+        findings.append(
+            f"The difference-in-means direction separates {info['reasoning_task']} "
+            f"({info['n_reasoning']}) from {info['memory_task']} ({info['n_memory']}) prompts "
+            f"best at layer {int(auc['layer'])}: AUROC {auc['value']:.3f} "
+            f"[{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]."
+        )
+        report.figure("Layer-wise separation", layer_scores(scores))
+    if (run / "sweep" / "results.parquet").exists():
+        results = Results.load(run / "sweep")
+        t = results.table
+        report.config["sweep"] = json.loads(results.config.to_json())
+        metric = "gen_acc" if "gen_acc" in set(t["metric"]) else "kl"
+        base = t[(t["op"] == "baseline") & (t["metric"] == metric) & (t["subset"] == "all")]
+        fitted = t[
+            (t["control"] < 0)
+            & (t["op"] != "baseline")
+            & (t["metric"] == metric)
+            & (t["subset"] == "all")
+        ]
+        if not fitted.empty and not base.empty:
+            best = fitted.sort_values("value", ascending=False).iloc[0]
+            rand = t[
+                (t["control"] >= 0)
+                & (t["op"] == best["op"])
+                & (t["layer"] == best["layer"])
+                & (t["alpha"] == best["alpha"])
+                & (t["metric"] == metric)
+                & (t["subset"] == "all")
+            ]["value"]
+            findings.append(
+                f"Baseline {metric} {base['value'].iloc[0]:.3f}; best steered cell "
+                f"({best['op']}, layer {int(best['layer'])}, alpha {best['alpha']:g}): "
+                f"{best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]; "
+                + (
+                    f"{len(rand)} norm-matched random directions there: "
+                    f"{rand.mean():.3f} on average (range {rand.min():.3f} to {rand.max():.3f})."
+                    if len(rand)
+                    else "no random controls were run."
+                )
+            )
+            op = str(best["op"])
+            report.figure(f"{metric} by layer and alpha ({op})", sweep_heatmap(t, metric, op=op))
+            report.figure(
+                f"Dose-response at layer {int(best['layer'])}",
+                dose_response(t, metric, layer=int(best["layer"]), op=op),
+            )
+        report.table("Results (all prompts)", t[t["subset"] == "all"])
+    if not findings:
+        raise FileNotFoundError(f"{run} holds no fit or sweep results (scores.csv, sweep/)")
+    report.findings(findings)
+    report.blocks.insert(0, report.blocks.pop())  # findings first
+    return report.write(run / "report.html")

@@ -1,0 +1,111 @@
+"""End to end through the command line: fit -> sweep -> report on a tiny model, offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from liref_lens.cli import _layers, main
+from liref_lens.directions import DirectionSet
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_fit_sweep_report(model_dirs, tmp_path, capsys) -> None:
+    model = str(model_dirs["llama"])
+    run = tmp_path / "run"
+    rc = main(
+        [
+            "fit",
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--reasoning-task",
+            f"gsm8k:{DATA / 'gsm8k_test.jsonl'}",
+            "--memory-task",
+            f"popqa:{DATA / 'popqa_test.csv'}",
+        ]
+    )
+    assert rc == 0
+    scores = pd.read_csv(run / "scores.csv")
+    assert set(scores["score"]) == {"auroc", "probe_acc", "cohens_d"}
+    assert sorted(set(scores["layer"])) == [1, 2]  # resid_pre layer 0 is the embedding
+    info = json.loads((run / "fit.json").read_text())
+    assert info["reasoning_task"] == "gsm8k" and info["memory_task"] == "popqa"
+    ds = DirectionSet.load(run / "directions.safetensors")
+    assert ds.vectors.shape == (2, 32) and tuple(ds.layers) == (1, 2)
+
+    rc = main(
+        [
+            "sweep",
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--directions",
+            str(run / "directions.safetensors"),
+            "--task",
+            f"gsm8k:{DATA / 'gsm8k_test.jsonl'}",
+            "-n",
+            "2",
+            "--layers",
+            "1-2",
+            "--alphas=-1,1",
+            "--ops",
+            "add",
+            "--n-random",
+            "1",
+            "--max-new-tokens",
+            "3",
+            "--style",
+            "zero_shot",
+        ]
+    )
+    assert rc == 0
+    table = pd.read_csv(run / "sweep" / "results.csv")
+    fitted = table[(table.op == "add") & (table.control == -1)]
+    assert sorted(set(fitted.layer)) == [1, 2] and sorted(set(fitted.alpha)) == [-1.0, 1.0]
+    assert {"gen_acc", "parse_fail", "kl"} <= set(table.metric)
+    assert (table[table.direction == "random"].control == 0).all()
+
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "Layer-wise separation" in html and "Dose-response" in html
+    out = capsys.readouterr().out
+    assert "report.html" in out
+
+
+def test_cli_errors_are_messages(tmp_path, capsys) -> None:
+    rc = main(
+        [
+            "fit",
+            "--model",
+            str(tmp_path / "no" / "model"),
+            "--out",
+            str(tmp_path),
+            "--reasoning-task",
+            "gsm8k",
+            "--memory-task",
+            "popqa",
+        ]
+    )
+    assert rc == 2
+    assert "no model directory" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        main(["sweep"])
+
+
+def test_layer_ranges() -> None:
+    assert _layers("0-3,7") == [0, 1, 2, 3, 7]
+    assert _layers("-1") == [-1]
