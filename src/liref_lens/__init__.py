@@ -34,7 +34,8 @@ from .interventions import (
 )
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import SITES, Batch, LensModel, available_backends, load_model
-from .positions import Position, Selection, at, every, last, mean, parse_position
+from .positional import PositionalDirections, fit_by_position, rank_positions, token_spans
+from .positions import Position, Selection, at, every, last, mean, parse_position, span
 from .scores import (
     auroc,
     cohens_d,
@@ -67,6 +68,7 @@ __all__ = [
     "NeuronShift",
     "Op",
     "Position",
+    "PositionalDirections",
     "ProjectOut",
     "Results",
     "RunningStats",
@@ -88,6 +90,7 @@ __all__ = [
     "diff_in_means",
     "entropy",
     "every",
+    "fit_by_position",
     "fit_directions",
     "generate",
     "intervene",
@@ -103,9 +106,12 @@ __all__ = [
     "probe_direction",
     "projection",
     "random_like",
+    "rank_positions",
     "reading_vector",
     "separation",
     "shuffled_labels",
+    "span",
     "stream_activations",
     "tasks",
+    "token_spans",
 ]

@@ -234,6 +234,7 @@ def _capture(
     plan: list[tuple[int, int, str]],
     names: dict[tuple[int, str], str],
     dtype: torch.dtype,
+    row_ids: list[int],
 ) -> dict[str, Tensor]:
     """One forward pass that stores each planned (layer, site) reduced to ``sel``."""
     reduce_dtype = torch.promote_types(dtype, torch.float32)
@@ -258,7 +259,7 @@ def _capture(
     hooks = [(names[(layer, site)], make_hook(li, layer, site)) for li, layer, site in plan]
     with torch.no_grad(), lm.hooks(hooks):
         try:
-            lm.forward(batch)
+            lm.forward(batch, row_ids=row_ids)
         except _StopForward:
             pass
     if len(fired) != len(plan):
@@ -290,7 +291,7 @@ def _iter_chunks(
     for chunk in tqdm(batches, desc="caching", disable=not progress, unit="batch"):
         batch = lm.pad([ids[i] for i in chunk], padding_side=padding_side).to(lm.device)
         sel = position.select(batch.attention_mask, row_ids=chunk)
-        out = _capture(lm, batch, sel, plan, names, dtype)
+        out = _capture(lm, batch, sel, plan, names, dtype, chunk)
         chunk_t = torch.tensor(chunk, dtype=torch.long)
         yield _Chunk(
             data={site: t.to(storage_device) for site, t in out.items()},

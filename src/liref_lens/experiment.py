@@ -43,7 +43,7 @@ from .generation import generate
 from .interventions import Add, Op, ProjectOut, Scale, intervene, layer_vector, paper_scale
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import LensModel
-from .positions import parse_position
+from .positions import Position, parse_position
 
 __all__ = ["EvalSet", "Experiment", "ExperimentConfig", "Results"]
 
@@ -135,7 +135,9 @@ class ExperimentConfig:
             raise ValueError(f"unknown ops {bad}; use any of {OP_KINDS}")
         if not self.layers or not self.alphas:
             raise ValueError("layers and alphas must each name at least one value")
-        if self.positions not in ("all", "prompt", "generated"):
+        if self.positions not in ("all", "prompt", "generated") and not self.positions.startswith(
+            "span("
+        ):
             parse_position(self.positions)  # raises on an unknown selector
 
     def to_json(self) -> str:
@@ -176,8 +178,19 @@ class Experiment:
     """
 
     def __init__(
-        self, model: LensModel, directions: Any, evalset: EvalSet, config: ExperimentConfig
+        self,
+        model: LensModel,
+        directions: Any,
+        evalset: EvalSet,
+        config: ExperimentConfig,
+        *,
+        rule: Position | None = None,
     ) -> None:
+        """``rule``: a position selector object (e.g. a `span`) used instead of
+        ``config.positions``, whose text then records it."""
+        self._position_rule = rule
+        if rule is not None:
+            config = replace(config, positions=str(rule))
         self.model = model
         self.directions = directions
         self.evalset = evalset
@@ -222,6 +235,8 @@ class Experiment:
         return paper_scale(v, alpha, self.model, source_layer=layer)
 
     def _rule(self) -> Any:
+        if self._position_rule is not None:
+            return self._position_rule
         p = self.config.positions
         return p if p in ("all", "prompt", "generated") else parse_position(p)
 
@@ -233,11 +248,12 @@ class Experiment:
         with torch.no_grad():
             for i in range(0, len(ids), bs):
                 batch = self.model.pad(ids[i : i + bs])
+                rows = range(i, i + len(ids[i : i + bs]))
                 if ops:
                     with intervene(self.model, *ops):
-                        chunks.append(self.model.forward(batch)[:, -1].float().cpu())
+                        chunks.append(self.model.forward(batch, row_ids=rows)[:, -1].float().cpu())
                 else:
-                    chunks.append(self.model.forward(batch)[:, -1].float().cpu())
+                    chunks.append(self.model.forward(batch, row_ids=rows)[:, -1].float().cpu())
         return torch.cat(chunks)
 
     def _metrics(

@@ -12,6 +12,7 @@ Memory: the KV cache of the model for ``batch x (prompt + max_new_tokens)`` posi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -82,23 +83,12 @@ def generate(
     starts = range(0, len(ids), batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
         rows = ids[start : start + batch_size]
-        if ops:
-            with intervene(model, *ops):
-                out += _generate_batch(
-                    model,
-                    rows,
-                    max_new_tokens,
-                    do_sample,
-                    temperature,
-                    generator,
-                    use_cache,
-                    eos if stop_at_eos else None,
-                    pad,
-                )
-        else:
+        steer = intervene(model, *ops) if ops else nullcontext()
+        with steer:
             out += _generate_batch(
                 model,
                 rows,
+                start,
                 max_new_tokens,
                 do_sample,
                 temperature,
@@ -114,6 +104,7 @@ def generate(
 def _generate_batch(
     model: LensModel,
     rows: list[list[int]],
+    first_row: int,
     max_new_tokens: int,
     do_sample: bool,
     temperature: float,
@@ -128,15 +119,16 @@ def _generate_batch(
     done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
     generated: list[Tensor] = []
     past = None
+    row_ids = tuple(range(first_row, first_row + len(rows)))
     with torch.no_grad():
         for step in range(max_new_tokens):
             if use_cache:
                 new = tokens if step == 0 else tokens[:, -1:]
                 start = tokens.shape[1] - new.shape[1]
-                with step_info(StepInfo(mask, start, prompt_width)):
+                with step_info(StepInfo(mask, start, prompt_width, row_ids)):
                     logits, past = model.step(new, mask, past)
             else:
-                with step_info(StepInfo(mask, 0, prompt_width)):
+                with step_info(StepInfo(mask, 0, prompt_width, row_ids)):
                     logits = model.model(tokens, attention_mask=mask)
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

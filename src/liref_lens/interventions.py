@@ -75,7 +75,8 @@ def _window_mask(rule: PositionRule, act: Tensor) -> Bool[Tensor, "batch pos"]:
         raise ValueError(f"unknown position rule {rule!r}; use {_RULES} or a selector")
     chosen = torch.zeros_like(full, dtype=torch.bool)
     prompt_mask = full[:, : step.prompt_width]
-    chosen[:, : step.prompt_width] = rule.select(prompt_mask).mask((b, step.prompt_width))
+    rows = list(step.row_ids) if step.row_ids is not None else None
+    chosen[:, : step.prompt_width] = rule.select(prompt_mask, rows).mask((b, step.prompt_width))
     return chosen[:, step.start : step.start + s] & real
 
 

@@ -254,10 +254,16 @@ class LensModel:
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             yield
 
-    def forward(self, batch: Batch, **kwargs: Any) -> Tensor:
-        """Logits for a padded batch; padding is handled by the attention mask."""
+    def forward(
+        self, batch: Batch, *, row_ids: Sequence[int] | None = None, **kwargs: Any
+    ) -> Tensor:
+        """Logits for a padded batch; padding is handled by the attention mask.
+
+        ``row_ids`` (which prompts the rows are) lets per-prompt position selectors resolve.
+        """
         batch = batch.to(self.device)
-        info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]))
+        rows = tuple(int(r) for r in row_ids) if row_ids is not None else None
+        info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]), rows)
         with step_info(info):
             return self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
 

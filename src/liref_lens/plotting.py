@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 __all__ = [
     "cosine_heatmap",
     "dose_response",
+    "layer_position_heatmap",
     "layer_scores",
     "pca_scatter",
     "projection_vs_label",
@@ -314,4 +315,30 @@ def cosine_heatmap(
         )
     )
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="layer")
+    return fig
+
+
+def layer_position_heatmap(table: pd.DataFrame, score: str = "effect_vs_random") -> go.Figure:
+    """Layer x position heatmap of a score from `liref_lens.positional.rank_positions`.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"layer": [0, 0, 1, 1], "position": ["a", "b", "a", "b"],
+        ...                   "score": "auroc", "value": [0.5, 0.6, 0.7, 0.8]})
+        >>> layer_position_heatmap(t, "auroc").data[0].z.tolist()
+        [[0.5, 0.6], [0.7, 0.8]]
+    """
+    df = table[table["score"] == score]
+    if df.empty:
+        raise ValueError(f"no rows for score {score!r}; scores here: {sorted(set(table['score']))}")
+    order = list(dict.fromkeys(df["position"]))
+    grid = df.pivot_table(index="layer", columns="position", values="value")[order]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(), x=order, y=[str(v) for v in grid.index], colorbar={"title": score}
+        )
+    )
+    fig.update_layout(
+        title=f"{score} by layer and position", xaxis_title="position", yaxis_title="layer"
+    )
     return fig

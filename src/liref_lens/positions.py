@@ -13,7 +13,7 @@ memory it needs is that of the selected vectors only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ __all__ = [
     "last",
     "mean",
     "parse_position",
+    "span",
     "step_info",
 ]
 
@@ -203,6 +204,73 @@ def every() -> Position:
     return _Every()
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A named token span per prompt: offsets from the first real token, end exclusive."""
+
+    name: str
+    ranges: tuple[tuple[int, int], ...]
+    reduce: str
+
+    def select(self, attention_mask: Tensor, row_ids: list[int] | None = None) -> Selection:
+        if row_ids is None:
+            raise ValueError(
+                f"{self} needs to know which prompts are in the batch; use it through "
+                "cache_activations, Experiment, generate or LensModel.forward(batch, row_ids=...)"
+            )
+        real, rank, lengths = _ranks(attention_mask)
+        bounds = []
+        for i, rid in enumerate(row_ids):
+            if not 0 <= rid < len(self.ranges):
+                raise ValueError(f"{self} has ranges for {len(self.ranges)} prompts, not {rid}")
+            start, end = self.ranges[rid]
+            if not 0 <= start < end <= int(lengths[i]):
+                raise ValueError(
+                    f"{self}: range ({start}, {end}) does not fit prompt {rid}, which has "
+                    f"{int(lengths[i])} tokens"
+                )
+            bounds.append((start, end))
+        dev = attention_mask.device
+        lo = torch.tensor([b[0] for b in bounds], device=dev)
+        hi = torch.tensor([b[1] for b in bounds], device=dev)
+        n = attention_mask.shape[0]
+        arange = torch.arange(n, device=dev)
+        if self.reduce in ("last", "first"):
+            target = hi - 1 if self.reduce == "last" else lo
+            row, col = (real & (rank == target[:, None])).nonzero(as_tuple=True)
+            ones = torch.ones(n, dtype=torch.float32, device=dev)
+            return Selection(row, col, row, ones, arange, target)
+        inside = real & (rank >= lo[:, None]) & (rank < hi[:, None])
+        row, col = inside.nonzero(as_tuple=True)
+        weight = 1.0 / (hi - lo)[row].to(torch.float32)
+        return Selection(row, col, row, weight, arange, torch.full_like(arange, -1))
+
+    def __str__(self) -> str:
+        return f"span({self.name},{self.reduce})"
+
+
+def span(name: str, ranges: Sequence[tuple[int, int]], reduce: str = "last") -> Position:
+    """A token span that differs per prompt, e.g. the cue words a task marks in its prompts.
+
+    Args:
+        name: what the span is (recorded in metadata), e.g. ``"cue"``.
+        ranges: per prompt, ``(start, end)`` token offsets counted from the prompt's first
+            real token (BOS included), end exclusive; `liref_lens.positional.token_spans`
+            converts character spans.
+        reduce: ``"last"`` or ``"first"`` token of the span, or ``"mean"`` over it (for
+            interventions: ``"mean"`` applies the op to every token of the span).
+
+    Example:
+        >>> import torch
+        >>> sel = span("cue", [(1, 3), (0, 2)]).select(torch.tensor([[1, 1, 1], [0, 1, 1]]), [0, 1])
+        >>> sel.col.tolist()
+        [2, 2]
+    """
+    if reduce not in ("last", "first", "mean"):
+        raise ValueError(f"reduce must be 'last', 'first' or 'mean', got {reduce!r}")
+    return _Span(name, tuple((int(a), int(b)) for a, b in ranges), reduce)
+
+
 _AT = re.compile(r"^at\((-?\d+)\)$")
 
 
@@ -220,7 +288,10 @@ def parse_position(text: str) -> Position:
     match = _AT.match(text)
     if match:
         return at(int(match.group(1)))
-    raise ValueError(f"unknown position {text!r}; expected last(), mean(), every() or at(i)")
+    raise ValueError(
+        f"unknown position {text!r}; expected last(), mean(), every() or at(i) "
+        "(span selectors carry per-prompt ranges and are built with span(...))"
+    )
 
 
 @dataclass(frozen=True)
@@ -231,11 +302,14 @@ class StepInfo:
     the current input starts at column ``start``; columns ``< prompt_width`` are the (padded)
     prompt, later ones were generated. Set by `LensModel.forward` and by generation, read by
     interventions to resolve their position rules, also across KV-cached decode steps.
+    ``row_ids`` says which prompts (indices into the caller's list) the rows are; selectors
+    that differ per prompt (`span`) need it.
     """
 
     attention_mask: Int[Tensor, "batch total"]
     start: int
     prompt_width: int
+    row_ids: tuple[int, ...] | None = None
 
 
 _STEP: ContextVar[StepInfo | None] = ContextVar("liref_lens_step", default=None)
