@@ -34,6 +34,15 @@ from .interventions import (
 )
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import SITES, Batch, LensModel, available_backends, load_model
+from .neurons import (
+    neuron_correlation,
+    neuron_mean_difference,
+    neuron_shift,
+    neuron_table,
+    probe_layers,
+    random_neuron_shift,
+    top_neurons,
+)
 from .positional import PositionalDirections, fit_by_position, rank_positions, token_spans
 from .positions import Position, Selection, at, every, last, mean, parse_position, span
 from .scores import (
@@ -46,6 +55,15 @@ from .scores import (
     separation,
 )
 from .tasks import EvalResult, Item, Task, load_task
+from .weights import (
+    low_rank,
+    orthogonalize,
+    rank_of,
+    search_truncation,
+    truncate,
+    truncation_rank,
+    weight_matrix,
+)
 
 __version__ = "0.1.0"
 
@@ -98,20 +116,34 @@ __all__ = [
     "last",
     "load_model",
     "load_task",
+    "low_rank",
     "mean",
     "mean_ci",
+    "neuron_correlation",
+    "neuron_mean_difference",
+    "neuron_shift",
+    "neuron_table",
+    "orthogonalize",
     "paper_scale",
     "parse_position",
     "pca_contrast",
     "probe_direction",
+    "probe_layers",
     "projection",
     "random_like",
+    "random_neuron_shift",
+    "rank_of",
     "rank_positions",
     "reading_vector",
+    "search_truncation",
     "separation",
     "shuffled_labels",
     "span",
     "stream_activations",
     "tasks",
     "token_spans",
+    "top_neurons",
+    "truncate",
+    "truncation_rank",
+    "weight_matrix",
 ]
