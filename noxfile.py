@@ -1,13 +1,14 @@
 """The project's checks. ``nox`` runs both sessions; ``nox -s check`` only the first.
 
-- ``check``: ruff, mypy and the whole test suite in the current environment
-  (TransformerLens 4: ``TransformerBridge``).
+- ``check``: ruff, mypy, the whole test suite (doctests of the package included) and a strict
+  build of the documentation site, in the current environment (TransformerLens 4).
 - ``legacy``: the test suite again in a fresh virtual environment with TransformerLens 3.9,
   the last release that has the legacy ``HookedTransformer``, restricted to that backend.
 """
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 
 import nox
@@ -24,6 +25,8 @@ def check(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("pytest", *session.posargs)
+    site = os.path.join(session.create_tmp(), "site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -333,10 +333,10 @@ def cache_activations(
         `Activations` with ``data[site]`` of shape ``[n_rows, len(layers), width]``.
 
     Example:
-        >>> prompts = ["2 + 2 =", "Paris is in"]
-        >>> acts = cache_activations(lm, prompts, layers=[0, 1])  # doctest: +SKIP
-        >>> acts.tensor.shape  # doctest: +SKIP
-        torch.Size([2, 2, 64])
+        >>> acts = cache_activations(lm, ["w1 w2 w3", "Q: 2 + 3 = ? A:"], layers=[0, 1],
+        ...                          progress=False)
+        >>> acts.tensor.shape  # [prompts, layers, d_model]
+        torch.Size([2, 2, 32])
     """
     position = position if position is not None else last()
     layer_list = model.resolve_layers(layers)
@@ -403,8 +403,9 @@ def stream_activations(
             in order of first appearance).
 
     Example:
-        >>> rs = stream_activations(lm, prompts, labels, layers=[2])  # doctest: +SKIP
-        >>> rs.mean("reasoning") - rs.mean("memory")  # doctest: +SKIP
+        >>> rs = stream_activations(lm, prompts, labels, layers=[2], progress=False)
+        >>> (rs.mean("reasoning") - rs.mean("memory")).shape
+        torch.Size([1, 32])
     """
     if len(labels) != len(prompts):
         raise ValueError(f"got {len(labels)} labels for {len(prompts)} prompts")

@@ -502,8 +502,9 @@ def fit_directions(
     """Fit one direction per layer pointing from ``neg`` toward ``pos``.
 
     Args:
-        pos, neg: activations of the positive (reasoning) and negative (memory) class:
-            `Activations` of one site, or tensors ``[n, layer, d]`` (``[n, d]``: one layer).
+        pos: activations of the positive (reasoning) class: `Activations` of one site, or a
+            tensor ``[n, layer, d]`` (``[n, d]``: one layer).
+        neg: activations of the negative (memory) class, in the same form.
         method: a `Fitter` (default `diff_in_means`).
         classes: names of the positive and negative class.
         layers: model layers to fit; for `Activations` a selection of the cached layers,

@@ -172,9 +172,10 @@ class Experiment:
     """Model + eval set + direction set + grid; `run` evaluates it into a folder.
 
     Example:
-        >>> cfg = ExperimentConfig(layers=(1, 2), alphas=(-1.0, 1.0), ops=("add",), n_random=10)
-        >>> results = Experiment(lm, ds, evalset, cfg).run("runs/exp1")  # doctest: +SKIP
-        >>> results.table.query("metric == 'acc'")  # doctest: +SKIP
+        >>> cfg = ExperimentConfig(layers=(1, 2), alphas=(-1.0, 1.0), n_random=2, n_boot=50)
+        >>> results = Experiment(lm, ds, evalset, cfg).run(tmp / "exp1", progress=False)
+        >>> sorted(set(results.table["direction"]))
+        ['fitted', 'none', 'random']
     """
 
     def __init__(

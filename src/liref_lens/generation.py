@@ -69,8 +69,9 @@ def generate(
         stop_at_eos: stop a row after it produced the tokenizer's EOS token.
 
     Example:
-        >>> out = generate(lm, ["Q: 2 + 3 = ? A:"], 4, ops=[add_op])  # doctest: +SKIP
-        >>> out.texts  # doctest: +SKIP
+        >>> out = generate(lm, ["Q: 2 + 3 = ? A:"], 4, ops=[add_op], stop_at_eos=False)
+        >>> len(out.tokens[0])
+        4
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -260,7 +260,9 @@ def paper_scale(direction: Any, alpha: float, model: LensModel, source_layer: in
     attention output and MLP output.
 
     Example:
-        >>> op = paper_scale(directions, 0.5, lm, source_layer=6)  # doctest: +SKIP
+        >>> op = paper_scale(directions, 0.5, lm, source_layer=1)
+        >>> len(op.flatten())  # Scale at resid_pre, attn_out and mlp_out of every layer
+        3
     """
     layers = tuple(range(model.n_layers))
     return Compose(
@@ -339,8 +341,10 @@ def intervene(model: LensModel, *ops: Op, strict: bool = True) -> Iterator[Inter
     that never fired during the block raises (e.g. a layer the forward never reached).
 
     Example:
-        >>> with intervene(lm, Add(layers=[2], direction=ds, alpha=1.0)) as h:  # doctest: +SKIP
+        >>> with intervene(lm, Add(layers=[2], direction=ds, alpha=1.0)) as h:
         ...     logits = lm.forward(lm.tokenize(prompts))
+        >>> h.counts  # (op, layer, site): times the hook fired
+        {(0, 2, 'resid_pre'): 1}
     """
     handle = attach(model, *ops)
     try:

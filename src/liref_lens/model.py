@@ -138,9 +138,8 @@ class LensModel:
         name: optional model id recorded in metadata (hub name or local path).
 
     Example:
-        >>> from liref_lens.testing import tiny_model  # doctest: +SKIP
-        >>> lm = LensModel(tiny_model())  # doctest: +SKIP
-        >>> lm.hook_name(1, "resid_pre")  # doctest: +SKIP
+        >>> wrapped = LensModel(lm.model)  # any TransformerBridge / HookedTransformer
+        >>> wrapped.hook_name(1, "resid_pre")
         'blocks.1.hook_resid_pre'
     """
 
@@ -356,8 +355,8 @@ class LensModel:
         """Tokenize and pad prompts (left padding by default) with an attention mask.
 
         Example:
-            >>> batch = lm.tokenize(["a b c", "a"])  # doctest: +SKIP
-            >>> batch.attention_mask.tolist()  # doctest: +SKIP
+            >>> batch = lm.tokenize(["w1 w2 w3", "w1"])
+            >>> batch.attention_mask.tolist()
             [[1, 1, 1, 1], [0, 0, 1, 1]]
         """
         return self.pad(self.encode(prompts, prepend_bos=prepend_bos), padding_side=padding_side)
@@ -482,7 +481,11 @@ def load_model(
         **kwargs: passed to the TransformerLens loader (e.g. ``device_map`` for the bridge).
 
     Example:
-        >>> lm = load_model("EleutherAI/pythia-410m", device="cuda")  # doctest: +SKIP
+        >>> big = load_model("EleutherAI/pythia-410m", device="cuda")  # doctest: +SKIP
+        >>> load_model(str(tmp / "missing"))
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no model directory at ...
     """
     backends = available_backends()
     if backend is None:

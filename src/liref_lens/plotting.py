@@ -104,7 +104,10 @@ def pca_scatter(
     class mean (the difference-in-means direction).
 
     Args:
-        pos, neg: ``[n, d]`` activations of one layer for each group.
+        pos: ``[n, d]`` activations of one layer, first group.
+        neg: ``[m, d]`` activations of the same layer, second group.
+        names: legend names of the two groups.
+        layer: the layer, for the title.
 
     Example:
         >>> import torch

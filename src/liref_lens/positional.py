@@ -182,8 +182,11 @@ def fit_by_position(
     """Fit a direction per layer at each named position (``classes[0]`` minus ``classes[1]``).
 
     Example:
+        >>> from liref_lens import at
         >>> where = {"last": at(-1), "cue": at(1)}
-        >>> pdirs = fit_by_position(lm, prompts, labels, where)  # doctest: +SKIP
+        >>> pdirs = fit_by_position(lm, prompts, labels, where, layers=[1, 2])
+        >>> pdirs.at(2, "cue").shape
+        torch.Size([32])
     """
     if len(labels) != len(prompts):
         raise ValueError(f"got {len(labels)} labels for {len(prompts)} prompts")

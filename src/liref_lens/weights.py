@@ -183,8 +183,8 @@ def weight_matrix(model: Any, matrix: str, layer: int) -> Float[Tensor, "d_in d_
     """A copy of the ``[d_in, d_out]`` matrix the forward pass uses (see the module docstring).
 
     Example:
-        >>> weight_matrix(lm, "W_Q", 0).shape  # doctest: +SKIP
-        torch.Size([32, 32])
+        >>> weight_matrix(lm, "W_out", 0).shape  # [d_mlp, d_model]
+        torch.Size([48, 32])
     """
     param, layout = _slot(_lens(model), matrix, layer)
     return _as_matrix(param, layout).clone()
@@ -228,10 +228,10 @@ def truncate(
     bit-exactly. Contexts nest: an inner one restores the state it found.
 
     Example:
-        >>> with truncate(lm, "W_out", layer=1, rho=0.1) as edits:  # doctest: +SKIP
+        >>> with truncate(lm, "W_out", layer=1, rho=0.1) as edits:
         ...     logits = lm.forward(lm.tokenize(prompts))
-        >>> with truncate(lm, [("W_out", 1, 0.1), ("W_in", 0, 0.5)]):  # doctest: +SKIP
-        ...     ...
+        >>> with truncate(lm, [("W_out", 1, 0.1), ("W_in", 0, 0.5)]):
+        ...     logits = lm.forward(lm.tokenize(prompts))
     """
     lm = _lens(model)
     if isinstance(matrix, str):
@@ -295,7 +295,7 @@ def orthogonalize(
     embeddings (GPT-2 under the bridge) the unembedding changes too.
 
     Example:
-        >>> with orthogonalize(lm, directions.at(6)):  # doctest: +SKIP
+        >>> with orthogonalize(lm, directions.at(2)):
         ...     logits = lm.forward(lm.tokenize(prompts))
     """
     lm = _lens(model)
@@ -330,8 +330,11 @@ def search_truncation(
     Args:
         evaluate: ``evaluate(lm, split) -> float``, e.g. accuracy on ``split``; it runs under
             ``torch.no_grad()``.
-        validation, heldout: whatever ``evaluate`` takes as its split.
-        matrices, layers, rhos: the grid (``layers`` default: every layer).
+        validation: the split ``evaluate`` picks the best point on.
+        heldout: the split the best point is reported on.
+        matrices: matrix names of the grid.
+        layers: layers of the grid (default: every layer).
+        rhos: fractions of rank kept, the grid's third axis.
         higher_is_better: maximise the metric (else minimise, e.g. a loss).
         heldout_all: also score every grid point on ``heldout`` (default: baseline and best).
 
@@ -340,8 +343,9 @@ def search_truncation(
         rho, rank, validation, heldout, best`` (``best`` marks the first best grid point).
 
     Example:
-        >>> df = search_truncation(lm, accuracy, val_items, test_items)  # doctest: +SKIP
-        >>> df[df.best]  # doctest: +SKIP
+        >>> df = search_truncation(lm, accuracy, val_items, test_items, rhos=(0.5,))
+        >>> int(df["best"].sum())
+        1
     """
     lm = _lens(model)
 

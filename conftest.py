@@ -1,0 +1,62 @@
+"""Doctest namespace: the docstring examples in src/ run against a tiny model, offline.
+
+Names available in every example: ``lm`` (a tiny Llama-style model through the default
+backend), ``prompts`` and ``labels`` (two groups), ``ds`` / ``directions`` (fitted
+difference-in-means directions), ``evalset``, ``add_op`` (an `Add` op), ``accuracy``,
+``val_items`` / ``test_items`` (for `search_truncation`), and ``tmp`` (a fresh folder).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import torch
+    from tests.conftest import build_tiny
+
+    from liref_lens import EvalSet, cache_activations, fit_directions, load_model
+    from liref_lens.interventions import Add
+
+    path = build_tiny("llama", tmp_path_factory.mktemp("doctest") / "tiny-llama")
+    lm = load_model(str(path), device="cpu")
+    prompts = ["Q: 2 + 3 = ? A:", "w1 w2 w3", "Q: w5 + w6 = ? A:", "w9 w9 w10"]
+    labels = ["reasoning", "memory", "reasoning", "memory"]
+    acts = cache_activations(lm, prompts, layers=[1, 2], progress=False)
+    ds = fit_directions(acts.subset([0, 2]), acts.subset([1, 3]), model=lm)
+    evalset = EvalSet(
+        "toy",
+        tuple(prompts),
+        tuple(("w1", "w2") for _ in prompts),
+        (0, 1, 0, 1),
+        tuple(labels),
+        ("one", "two"),
+    )
+
+    def accuracy(model, items) -> float:
+        with torch.no_grad():
+            logits = model.forward(model.tokenize([p for p, _ in items]))[:, -1]
+        want = torch.tensor([model.tokenizer.convert_tokens_to_ids(a) for _, a in items])
+        return float((logits.argmax(-1) == want).float().mean())
+
+    return {
+        "lm": lm,
+        "prompts": prompts,
+        "labels": labels,
+        "ds": ds,
+        "directions": ds,
+        "evalset": evalset,
+        "add_op": Add(layers=[1], direction=ds, alpha=1.0),
+        "accuracy": accuracy,
+        "val_items": [("w1 w2", "w3")],
+        "test_items": [("w4 w5", "w6")],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(request: pytest.FixtureRequest, tmp_path) -> None:
+    if isinstance(request.node, pytest.DoctestItem):
+        ns = request.getfixturevalue("doctest_namespace")
+        ns.update(request.getfixturevalue("_doctest_objects"))
+        ns["tmp"] = tmp_path
