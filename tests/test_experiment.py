@@ -153,3 +153,21 @@ def test_generation_accuracy_through_a_task_parser(lm: LensModel, tmp_path) -> N
     assert got_acc == [float(c) for c in want.correct]
     assert got_fail == [float(i in want.failures) for i in range(len(task))]
     assert "acc" not in set(pp.metric)  # no candidates: no candidate metrics
+
+
+def test_resid_norm_unit_and_transfer(lm: LensModel, evalset: EvalSet, tmp_path) -> None:
+    from liref_lens import cache_activations, fit_directions
+
+    d = _directions(lm)
+    exp = Experiment(lm, d, evalset, _config(add_scale="resid_norm", ops=("add",), n_random=0))
+    acts = cache_activations(lm, list(evalset.prompts), layers=[1, 2], progress=False)
+    want = acts.tensor.double().norm(dim=-1).mean(0)
+    assert exp.resid_norms() == pytest.approx({1: float(want[0]), 2: float(want[1])})
+    op = exp.op("add", 2, 3.0, -1)
+    assert op.norms == exp.resid_norms() and op.scale == "resid_norm"
+    # a set fitted on "another" model needs allow_transfer
+    ds = fit_directions(acts.subset([0, 1, 2]), acts.subset([3, 4, 5]), model=lm)
+    other = type(ds)(**{**ds.__dict__, "model_fingerprint": "0" * 16})
+    with pytest.raises(ValueError, match="allow_transfer"):
+        Experiment(lm, other, evalset, _config())
+    Experiment(lm, other, evalset, _config(), allow_transfer=True)

@@ -51,15 +51,19 @@ def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
 
 
 def _model(args: argparse.Namespace) -> Any:
+    import torch
+
     from .model import load_model
 
-    return load_model(args.model, device=args.device, backend=args.backend)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    return load_model(args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--backend", default=None, choices=["bridge", "hooked_transformer"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write, atomic_write_text
+from .cache import cache_activations
 from .generation import generate
 from .interventions import Add, Op, ProjectOut, Scale, intervene, layer_vector, paper_scale
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
@@ -186,9 +187,11 @@ class Experiment:
         config: ExperimentConfig,
         *,
         rule: Position | None = None,
+        allow_transfer: bool = False,
     ) -> None:
         """``rule``: a position selector object (e.g. a `span`) used instead of
-        ``config.positions``, whose text then records it."""
+        ``config.positions``, whose text then records it. ``allow_transfer``: accept a
+        direction set fitted on another model of the same shape (e.g. base -> instruct)."""
         self._position_rule = rule
         if rule is not None:
             config = replace(config, positions=str(rule))
@@ -204,8 +207,9 @@ class Experiment:
             evalset=f"{evalset.name}:{evalset.digest}",
         )
         if hasattr(directions, "check_compatible"):
-            directions.check_compatible(model)
+            directions.check_compatible(model, allow_transfer=allow_transfer)
         self._random: dict[int, torch.Tensor] = {}
+        self._norms: dict[int, float] | None = None
 
     # ----- directions ----------------------------------------------------------------------
     def _fitted(self, layer: int) -> torch.Tensor:
@@ -228,12 +232,29 @@ class Experiment:
         v = self.vector(layer, control)
         where: dict[str, Any] = dict(layers=(layer,), sites=cfg.sites, positions=self._rule())
         if kind == "add":
-            return Add(direction=v, alpha=alpha, scale=cfg.add_scale, **where)
+            norms = self.resid_norms() if cfg.add_scale == "resid_norm" else None
+            return Add(direction=v, alpha=alpha, scale=cfg.add_scale, norms=norms, **where)
         if kind == "scale":
             return Scale(direction=v, alpha=alpha, **where)
         if kind == "project_out":
             return ProjectOut(direction=v, **where)
         return paper_scale(v, alpha, self.model, source_layer=layer)
+
+    def resid_norms(self) -> dict[int, float]:
+        """Mean norm of the activations at each grid layer (first site, last prompt token,
+        eval-set prompts, no intervention): the unit of ``add_scale="resid_norm"``."""
+        if self._norms is None:
+            acts = cache_activations(
+                self.model,
+                list(self.evalset.prompts),
+                layers=list(self.config.layers),
+                sites=(self.config.sites[0],),
+                batch_size=self.config.batch_size,
+                progress=False,
+            )
+            norms = acts.tensor.double().norm(dim=-1).mean(0)
+            self._norms = {layer: float(n) for layer, n in zip(acts.layers, norms, strict=True)}
+        return self._norms
 
     def _rule(self) -> Any:
         if self._position_rule is not None:
