@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 
-import liref_lens.weights as weights_module
 from liref_lens import LensModel, cache_activations, every
 from liref_lens.weights import (
     MATRICES,
@@ -20,11 +17,6 @@ from liref_lens.weights import (
 )
 
 PROMPTS = ["w1 w2 w3 w4 w5 w6", "Q: 2 + 3 = ? A: 5", "w9 w9 w10 w3 w1 w7 w8", "w5 w6 + w7"]
-
-
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(weights_module)
-    assert result.attempted >= 4 and result.failed == 0
 
 
 def _snapshot(lm: LensModel) -> dict[str, torch.Tensor]:

@@ -153,8 +153,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .testbed import train_testbed
 
-    metrics = train_testbed(args.out, seed=args.seed, progress=not args.no_progress)
-    for key, value in metrics.items():
+    record = train_testbed(args.out, seed=args.seed, progress=not args.no_progress)
+    print(f"trained in {record['train_seconds']} s; checkpoint in {args.out}")
+    for key, value in record["metrics"].items():
         print(f"{key}: {value}")
     return 0
 
