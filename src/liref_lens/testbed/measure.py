@@ -87,7 +87,10 @@ def switch_rate(
         baseline: the items' baseline `answers`, to skip recomputing them.
 
     Example:
-        >>> tb = make_testbed()  # doctest: +SKIP
+        >>> from liref_lens.testbed import make_testbed
+        >>> tb = make_testbed(n_fit=2, n_borderline=2, n_heldout=1)
+        >>> len(tb.borderline("memory"))
+        2
         >>> op = Add(layers=[1], direction=ds, alpha=1.5, positions=last())  # doctest: +SKIP
         >>> switch_rate(lm, tb.world, tb.borderline("memory"), op).switched  # doctest: +SKIP
         0.86
