@@ -30,7 +30,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +263,17 @@ class Experiment:
         return p if p in ("all", "prompt", "generated") else parse_position(p)
 
     # ----- evaluation ----------------------------------------------------------------------
+    @cached_property
+    def _prompt_ids(self) -> list[list[int]]:
+        """Token ids of the eval-set prompts, encoded once for every cell."""
+        return self.model.encode(self.evalset.prompts)
+
+    @cached_property
+    def _candidate_ids(self) -> torch.Tensor:
+        return self.evalset.candidate_ids(self.model)
+
     def _logits(self, ops: Sequence[Op]) -> torch.Tensor:
-        ids = self.model.encode(self.evalset.prompts)
+        ids = self._prompt_ids
         bs = self.config.batch_size
         chunks = []
         with torch.no_grad():
@@ -283,7 +292,7 @@ class Experiment:
     ) -> dict[str, torch.Tensor]:
         out = {"kl": kl_divergence(base, logits), "entropy": entropy(logits)}
         if self.evalset.candidates:
-            cand = self.evalset.candidate_ids(self.model)
+            cand = self._candidate_ids
             correct = torch.tensor(self.evalset.correct)
             choice = candidate_choice(logits, cand)
             out["p_correct"] = answer_probability(logits, cand, correct)

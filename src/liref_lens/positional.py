@@ -224,6 +224,7 @@ def rank_positions(
     n_random: int = 10,
     seed: int = 0,
     n_boot: int = 200,
+    batch_size: int = 32,
     out_dir: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every (layer, position): AUROC and, with ``evalset``, causal effect vs random.
@@ -231,6 +232,7 @@ def rank_positions(
     The causal effect of (layer, position) is the change of ``metric`` on ``evalset`` when
     that position's vector (x ``alpha``) is added at that position of that layer, minus the
     mean change for ``n_random`` norm-matched random directions added the same way.
+    ``batch_size`` is the number of prompts per forward pass, for caching and steering.
 
     Returns:
         A tidy table (layer, position, score, value, ci_low, ci_high) with scores ``auroc``
@@ -247,6 +249,7 @@ def rank_positions(
             layers=list(ds.layers),
             sites=(ds.site or "resid_pre",),
             position=directions.selectors[name],
+            batch_size=batch_size,
             progress=False,
         )
         sep = separation(
@@ -268,6 +271,7 @@ def rank_positions(
             n_random=n_random,
             seed=seed,
             n_boot=n_boot,
+            batch_size=batch_size,
         )
         exp = Experiment(model, ds, evalset, config, rule=directions.selectors[name])
         with tempfile.TemporaryDirectory() as tmp:
