@@ -88,6 +88,7 @@ def layer_scores(
         )
         fig.update_yaxes(title_text=_TITLES.get(name, name), row=i, col=1)
     fig.update_xaxes(title_text="layer", row=len(which), col=1)
+    fig.update_xaxes(dtick=1)  # layers are integers
     fig.update_layout(title="Layer-wise separation of the two groups", height=250 * len(which) + 80)
     return fig
 
@@ -229,6 +230,7 @@ def sweep_heatmap(
             x=[str(a) for a in grid.columns],
             y=[str(v) for v in grid.index],
             colorbar={"title": metric},
+            texttemplate="%{z:.2f}",
         )
     )
     fig.update_layout(
@@ -338,7 +340,11 @@ def layer_position_heatmap(table: pd.DataFrame, score: str = "effect_vs_random")
     grid = df.pivot_table(index="layer", columns="position", values="value")[order]
     fig = go.Figure(
         go.Heatmap(
-            z=grid.to_numpy(), x=order, y=[str(v) for v in grid.index], colorbar={"title": score}
+            z=grid.to_numpy(),
+            x=order,
+            y=[str(v) for v in grid.index],
+            colorbar={"title": score},
+            texttemplate="%{z:.2f}",
         )
     )
     fig.update_layout(
