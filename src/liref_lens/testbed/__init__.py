@@ -29,19 +29,36 @@ Example:
     True
 """
 
-from .measure import SwitchRate, answers, switch_rate
+from .measure import SwitchRate, answers, neuron_shift_vs_random, switch_rate
+from .recall import (
+    RECALL_CONFIG,
+    RecallItem,
+    RecallWorld,
+    keep_singular_directions,
+    measure_truncation,
+    recall_scores,
+    train_recall,
+)
 from .train import TrainConfig, shipped_checkpoint, train_testbed
 from .world import Testbed, TestbedItem, TestbedWorld, make_testbed
 
 __all__ = [
+    "RECALL_CONFIG",
+    "RecallItem",
+    "RecallWorld",
     "SwitchRate",
     "Testbed",
     "TestbedItem",
     "TestbedWorld",
     "TrainConfig",
     "answers",
+    "keep_singular_directions",
     "make_testbed",
+    "measure_truncation",
+    "neuron_shift_vs_random",
+    "recall_scores",
     "shipped_checkpoint",
     "switch_rate",
+    "train_recall",
     "train_testbed",
 ]

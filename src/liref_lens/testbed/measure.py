@@ -7,24 +7,34 @@ counts, among the items answered with the ``source`` answer at baseline, the sha
 argmax over the whole vocabulary becomes the ``target`` answer (``switched``) and the share
 still giving the source answer (``kept``); the rest answer something else (damage).
 
+`neuron_shift_vs_random` compares a top-k `NeuronShift` (per-neuron mean differences at
+``mlp_post`` between the modes) with random-neuron shifts of the same size on the borderline
+prompts, with bootstrap intervals.
+
 Memory: one forward over the items per call, logits of the last position only kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..cache import cache_activations
 from ..interventions import Op, intervene
+from ..metrics import mean_ci
 from ..model import LensModel
-from .world import TestbedItem, TestbedWorld
+from ..neurons import neuron_shift, neuron_table, random_neuron_shift, top_neurons
+from ..positions import last
+from .world import Mode, Testbed, TestbedItem, TestbedWorld
 
-__all__ = ["SwitchRate", "answers", "switch_rate"]
+__all__ = ["SwitchRate", "answers", "neuron_shift_vs_random", "switch_rate"]
 
 Answer = Literal["rule", "memorized"]
 
@@ -111,3 +121,110 @@ def switch_rate(
         switched=float((steered[ok] == tgt[ok]).float().mean()),
         kept=float((steered[ok] == src[ok]).float().mean()),
     )
+
+
+def _ci(rate: float, n: int, seed: int) -> tuple[float, float, float]:
+    """`mean_ci` of ``n`` 0/1 outcomes with mean ``rate`` (the order of outcomes is immaterial
+    to the bootstrap, so the counts are enough)."""
+    ones = round(rate * n)
+    return mean_ci(np.r_[np.ones(ones), np.zeros(n - ones)], seed=seed)
+
+
+@torch.no_grad()
+def neuron_shift_vs_random(
+    model: LensModel,
+    testbed: Testbed,
+    *,
+    layers: Sequence[int] = (0, 1, 2),
+    ks: Sequence[int] = (8, 32, 128),
+    alphas: Sequence[float] = (1.0, 2.0, 4.0),
+    positions: Sequence[str] = ("last", "all"),
+    n_random: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Switch rates of a top-k `NeuronShift` and of random-neuron shifts of the same size.
+
+    Per-neuron mean differences ``mean(reasoning) - mean(memory)`` of ``mlp_post`` at the last
+    token are fitted on ``testbed.fit`` (`neuron_table`); for each layer (alone) and ``k``,
+    the ``k`` neurons of largest ``|mean_diff|`` get ``alpha * mean_diff`` (`neuron_shift`)
+    at the last token (``"last"``) or at every position (``"all"``, `NeuronShift`'s default),
+    and ``n_random`` controls (`random_neuron_shift`, one generator seeded ``seed`` for the
+    whole grid) shift as many other neurons of the layer by the same deltas. ``+alpha`` is
+    applied to ``testbed.borderline("memory")`` (memorized -> rule), ``-alpha`` to
+    ``testbed.borderline("reasoning")`` (rule -> memorized); rates are `switch_rate`'s.
+
+    Returns:
+        One row per (positions, layer, k, alpha, direction): ``n``, ``switched``/``kept`` of
+        the top-k shift with a 95% bootstrap interval of ``switched`` over items
+        (``lo``/``hi``), and the random shifts' mean switch with a bootstrap interval over the draws
+        (``random_lo``/``random_hi``), their max and mean kept.
+
+    Example:
+        >>> from liref_lens import load_model
+        >>> from liref_lens.testbed import make_testbed, shipped_checkpoint
+        >>> tb = make_testbed(0, n_fit=8, n_borderline=8, n_heldout=1)
+        >>> df = neuron_shift_vs_random(load_model(str(shipped_checkpoint())), tb, layers=[1],
+        ...     ks=[4], alphas=[1.0], positions=["last"], n_random=2, progress=False)
+        >>> df[["positions", "layer", "k", "alpha", "direction"]].values.tolist()
+        [['last', 1, 4, 1.0, 'memorized->rule'], ['last', 1, 4, -1.0, 'rule->memorized']]
+    """
+    from tqdm.auto import tqdm
+
+    if n_random < 1:
+        raise ValueError(f"n_random must be >= 1, got {n_random}")
+    rules: dict[str, Any] = {"last": last(), "all": "all"}
+    if not positions or any(p not in rules for p in positions):
+        raise ValueError(f"positions must be some of 'last', 'all', got {list(positions)}")
+    world, layer_list = testbed.world, model.resolve_layers(list(layers))
+    kwargs: dict[str, Any] = dict(
+        layers=layer_list, sites="mlp_post", position=last(), progress=False
+    )
+    table = neuron_table(
+        cache_activations(model, testbed.reasoning_prompts(), **kwargs),
+        cache_activations(model, testbed.memory_prompts(), **kwargs),
+    )
+    cases: list[tuple[str, Mode, Answer, Answer, float]] = [
+        ("memorized->rule", "memory", "memorized", "rule", 1.0),
+        ("rule->memorized", "reasoning", "rule", "memorized", -1.0),
+    ]
+    items = {mode: testbed.borderline(mode) for _, mode, *_ in cases}
+    base = {mode: answers(model, world, its) for mode, its in items.items()}
+    gen = torch.Generator().manual_seed(seed)
+    grid = [(p, la, k, a) for p in positions for la in layer_list for k in ks for a in alphas]
+    rows = []
+    for pos, layer, k, alpha in tqdm(grid, desc="neuron shifts", disable=not progress):
+        top = top_neurons(table[table["layer"] == layer], k)
+        for name, mode, src, tgt, sign in cases:
+            shift = replace(neuron_shift(top, sign * alpha), positions=rules[pos])
+            rand = [random_neuron_shift(shift, model, generator=gen) for _ in range(n_random)]
+            ops = [shift, *(replace(r, positions=rules[pos]) for r in rand)]
+            fitted, *controls = [
+                switch_rate(
+                    model, world, items[mode], op, source=src, target=tgt, baseline=base[mode]
+                )
+                for op in ops
+            ]
+            r_switch = [c.switched for c in controls]
+            lo_hi = _ci(fitted.switched, fitted.n, seed)
+            r_ci = mean_ci(r_switch, seed=seed)
+            rows.append(
+                dict(
+                    positions=pos,
+                    layer=layer,
+                    k=k,
+                    alpha=sign * alpha,
+                    direction=name,
+                    n=fitted.n,
+                    switched=fitted.switched,
+                    lo=lo_hi[1],
+                    hi=lo_hi[2],
+                    kept=fitted.kept,
+                    random=r_ci[0],
+                    random_lo=r_ci[1],
+                    random_hi=r_ci[2],
+                    random_max=max(r_switch),
+                    random_kept=float(np.mean([c.kept for c in controls])),
+                )
+            )
+    return pd.DataFrame(rows)

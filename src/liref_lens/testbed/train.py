@@ -26,12 +26,13 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -48,6 +49,17 @@ __all__ = [
     "shipped_checkpoint",
     "train_testbed",
 ]
+
+
+class _Vocabulary(Protocol):
+    """What the model and tokenizer builders read of a world (`TestbedWorld`, `RecallWorld`)."""
+
+    @property
+    def vocab(self) -> tuple[str, ...]: ...
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def prompt_length(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class TrainConfig:
     threads: int = 1
 
 
-def build_tokenizer(world: TestbedWorld) -> Any:
+def build_tokenizer(world: _Vocabulary) -> Any:
     """A word-level tokenizer whose ids follow ``world.vocab`` (whitespace-separated words)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -95,7 +107,7 @@ def build_tokenizer(world: TestbedWorld) -> Any:
     )
 
 
-def build_model(world: TestbedWorld, config: TrainConfig) -> Any:
+def build_model(world: _Vocabulary, config: TrainConfig) -> Any:
     """A freshly initialized GPT-2-style model (initialized from the global torch RNG)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -185,8 +197,15 @@ def _lr_at(step: int, config: TrainConfig) -> float:
 
 
 def _fit(
-    world: TestbedWorld, config: TrainConfig, seed: int, progress: bool
+    world: Any,
+    config: TrainConfig,
+    seed: int,
+    progress: bool,
+    score: Callable[[Any], dict[str, float]] | None = None,
+    desc: str = "train testbed",
 ) -> tuple[Any, list[dict[str, float]], float]:
+    """Train on ``world.sample_batch`` (ids, answer ids, ...), logging ``score(model)``
+    (default: `evaluate` on `eval_sets`) every ``config.eval_every`` steps."""
     model = build_model(world, config)
     model.train()
     gen = torch.Generator().manual_seed(seed)
@@ -194,10 +213,12 @@ def _fit(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_at(s, config))
-    sets = eval_sets(world) if config.eval_every > 0 else {}
+    if score is None:
+        sets = eval_sets(world) if config.eval_every > 0 else {}
+        score = partial(evaluate, world=world, sets=sets)
     log: list[dict[str, float]] = []
     start, running, n_running = time.perf_counter(), 0.0, 0
-    for step in tqdm(range(1, config.steps + 1), disable=not progress, desc="train testbed"):
+    for step in tqdm(range(1, config.steps + 1), disable=not progress, desc=desc):
         ids, target, _ = world.sample_batch(config.batch_size, gen)
         logits = model(ids).logits[:, -1]
         loss = torch.nn.functional.cross_entropy(logits, target)
@@ -208,7 +229,7 @@ def _fit(
         running, n_running = running + float(loss.detach()), n_running + 1
         if config.eval_every > 0 and (step % config.eval_every == 0 or step == config.steps):
             row = {"step": step, "train_loss": running / n_running, "lr": sched.get_last_lr()[0]}
-            row.update(evaluate(model, world, sets))
+            row.update(score(model))
             row["elapsed_s"] = time.perf_counter() - start
             log.append(row)
             running, n_running = 0.0, 0
@@ -216,7 +237,7 @@ def _fit(
 
 
 def _write_checkpoint(
-    out_dir: Path, model: Any, world: TestbedWorld, record: dict[str, Any], log: list[dict]
+    out_dir: Path, model: Any, world: _Vocabulary, record: dict[str, Any], log: list[dict]
 ) -> None:
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
