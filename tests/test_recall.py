@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from liref_lens import LensModel, load_model
+from liref_lens import LensModel, keep_singular_directions, load_model
 from liref_lens.testbed import (
     RecallItem,
     RecallWorld,
     TrainConfig,
-    keep_singular_directions,
     measure_truncation,
     recall_scores,
     train_recall,

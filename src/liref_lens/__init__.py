@@ -56,6 +56,7 @@ from .scores import (
 )
 from .tasks import EvalResult, Item, Task, load_task
 from .weights import (
+    keep_singular_directions,
     low_rank,
     orthogonalize,
     rank_of,
@@ -112,6 +113,7 @@ __all__ = [
     "fit_directions",
     "generate",
     "intervene",
+    "keep_singular_directions",
     "kl_divergence",
     "last",
     "load_model",

@@ -51,6 +51,7 @@ __all__ = [
     "low_rank",
     "orthogonalize",
     "rank_of",
+    "keep_singular_directions",
     "search_truncation",
     "truncate",
     "truncation_rank",
@@ -255,6 +256,36 @@ def truncate(
         for *_, k, param, layout in plan:
             _write(param, layout, low_rank(_as_matrix(param, layout), k))
         yield [p[:4] for p in plan]
+
+
+@contextmanager
+def keep_singular_directions(
+    model: Any, matrix: str, layer: int, indices: Sequence[int]
+) -> Iterator[None]:
+    """Replace ``matrix`` of ``layer`` by the sum of its singular directions ``indices``
+    (``s_i u_i v_i^T``, descending order of ``s``), restored bit-exactly on exit.
+
+    ``indices = range(k)`` is `truncate` to rank ``k``; no indices give the zero matrix.
+
+    Example:
+        >>> from liref_lens.weights import rank_of, weight_matrix
+        >>> with keep_singular_directions(lm, "W_out", 1, [0, 5]):
+        ...     rank_of(weight_matrix(lm, "W_out", 1))
+        2
+        >>> rank_of(weight_matrix(lm, "W_out", 1))  # restored
+        32
+    """
+    param, layout = _slot(_lens(model), matrix, layer)
+    w = _as_matrix(param, layout)
+    u, s, vh = _svd(w)
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    if len(set(idx.tolist())) != idx.numel():
+        raise ValueError(f"indices must be distinct, got {list(indices)}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= s.numel()):
+        raise ValueError(f"indices must be in 0..{s.numel() - 1}, got {list(indices)}")
+    with _restoring([param]):
+        _write(param, layout, ((u[:, idx] * s[idx]) @ vh[idx]).to(w.dtype).to(w.device))
+        yield
 
 
 def _writer_slots(lm: LensModel, layers: list[int], embed: bool) -> list[Slot]:

@@ -28,8 +28,7 @@ holds one copy of the edited matrix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import mean_ci
 from ..model import LensModel
-from ..weights import _as_matrix, _restoring, _slot, _svd, _write, truncate, truncation_rank
+from ..weights import keep_singular_directions, truncate, truncation_rank, weight_matrix
 from .train import TrainConfig, _deterministic, _fit, _write_checkpoint
 from .world import SPECIAL_TOKENS
 
@@ -51,7 +50,6 @@ __all__ = [
     "RECALL_CONFIG",
     "RecallItem",
     "RecallWorld",
-    "keep_singular_directions",
     "measure_truncation",
     "recall_scores",
     "train_recall",
@@ -276,36 +274,6 @@ def train_recall(
     return {**record, "model": model, "log": log}
 
 
-@contextmanager
-def keep_singular_directions(
-    model: LensModel, matrix: str, layer: int, indices: Sequence[int]
-) -> Iterator[None]:
-    """Replace ``matrix`` of ``layer`` by the sum of its singular directions ``indices``
-    (``s_i u_i v_i^T``, descending order of ``s``), restored bit-exactly on exit.
-
-    ``indices = range(k)`` is `truncate` to rank ``k``; no indices give the zero matrix.
-
-    Example:
-        >>> from liref_lens.weights import rank_of, weight_matrix
-        >>> with keep_singular_directions(lm, "W_out", 1, [0, 5]):
-        ...     rank_of(weight_matrix(lm, "W_out", 1))
-        2
-        >>> rank_of(weight_matrix(lm, "W_out", 1))  # restored
-        32
-    """
-    param, layout = _slot(model, matrix, layer)
-    w = _as_matrix(param, layout)
-    u, s, vh = _svd(w)
-    idx = torch.as_tensor(list(indices), dtype=torch.long)
-    if len(set(idx.tolist())) != idx.numel():
-        raise ValueError(f"indices must be distinct, got {list(indices)}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= s.numel()):
-        raise ValueError(f"indices must be in 0..{s.numel() - 1}, got {list(indices)}")
-    with _restoring([param]):
-        _write(param, layout, ((u[:, idx] * s[idx]) @ vh[idx]).to(w.dtype).to(w.device))
-        yield
-
-
 @torch.no_grad()
 def measure_truncation(
     model: LensModel,
@@ -350,7 +318,7 @@ def measure_truncation(
     layer, control_layer = model.resolve_layer(layer), model.resolve_layer(control_layer)
     if layer == control_layer:
         raise ValueError(f"control_layer must differ from layer ({layer})")
-    shapes = {m: _as_matrix(*_slot(model, m, layer)).shape for m in matrices}
+    shapes = {m: weight_matrix(model, m, layer).shape for m in matrices}
     ranks = {(m, r): truncation_rank(shapes[m], r) for m in matrices for r in rhos}
     batch = model.tokenize([it.prompt for it in items])
     rows: list[dict[str, Any]] = []
