@@ -1,7 +1,8 @@
 """The project's checks. ``nox`` runs both sessions; ``nox -s check`` only the first.
 
-- ``check``: ruff, mypy, the whole test suite (doctests of the package included) and a strict
-  build of the documentation site, in the current environment (TransformerLens 4).
+- ``check``: ruff, mypy, the whole test suite (doctests of the package included), the tutorial
+  notebooks in ``examples/`` (executed with nbmake) and a strict build of the documentation
+  site, in the current environment (TransformerLens 4).
 - ``legacy``: the test suite again in a fresh virtual environment with TransformerLens 3.9,
   the last release that has the legacy ``HookedTransformer``, restricted to that backend.
 """
@@ -25,6 +26,9 @@ def check(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("pytest", *session.posargs)
+    # The tutorial notebooks, executed from scratch (they are stored without outputs;
+    # tests/test_examples.py checks that).
+    session.run("pytest", "--nbmake", "examples")
     site = os.path.join(session.create_tmp(), "site")
     session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
 
