@@ -171,3 +171,17 @@ def test_resid_norm_unit_and_transfer(lm: LensModel, evalset: EvalSet, tmp_path)
     with pytest.raises(ValueError, match="allow_transfer"):
         Experiment(lm, other, evalset, _config())
     Experiment(lm, other, evalset, _config(), allow_transfer=True)
+
+
+def test_summary_counts_each_prompt_once_without_subsets(lm: LensModel, prompts, tmp_path) -> None:
+    plain = EvalSet(name="plain", prompts=tuple(prompts))  # every prompt in subset "all"
+    cfg = _config(layers=(1,), alphas=(3.0,), ops=("add",), n_random=1)
+    res = Experiment(lm, _directions(lm), plain, cfg).run(tmp_path / "plain", progress=False)
+    t = res.table
+    assert set(t["subset"]) == {"all"}
+    assert (t["n"] == len(prompts)).all()
+    pp = res.per_prompt
+    kl = pp[(pp.op == "add") & (pp.control == -1) & (pp.metric == "kl")]
+    assert len(kl) == len(prompts)
+    row = t[(t.op == "add") & (t.control == -1) & (t.metric == "kl")].iloc[0]
+    assert row["value"] == pytest.approx(kl["value"].mean(), abs=1e-12)

@@ -379,7 +379,10 @@ class Results:
     def _summarize(self) -> pd.DataFrame:
         rows = []
         keys = ["op", "layer", "alpha", "control"]
-        df = pd.concat([self.per_prompt, self.per_prompt.assign(subset="all")])
+        # every prompt once more under "all" (prompts already in a subset named "all" are
+        # there once: the default when an eval set has no subsets)
+        rest = self.per_prompt[self.per_prompt["subset"] != "all"]
+        df = pd.concat([self.per_prompt, rest.assign(subset="all")])
         for (op, layer, alpha, control, subset, metric), g in df.groupby(
             [*keys, "subset", "metric"], sort=True
         ):
