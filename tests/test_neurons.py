@@ -197,3 +197,14 @@ def test_input_errors() -> None:
         neuron_correlation(pos, [0.0, 1.0])
     with pytest.raises(KeyError, match="mean_diff"):
         neuron_shift(top_neurons(neuron_correlation(pos, np.arange(30.0)), 2, by="corr"))
+
+
+def test_random_control_writes_where_the_shift_writes() -> None:
+    from liref_lens import last, neuron_shift, random_neuron_shift
+
+    top = pd.DataFrame(dict(layer=[1, 1], neuron=[3, 0], mean_diff=[0.5, -1.0]))
+    op = neuron_shift(top, alpha=2.0, positions=last())
+    assert op.shifts == {1: ((3, 0), (1.0, -2.0))} and str(op.positions) == "last()"
+    ctl = random_neuron_shift(op, 8, generator=torch.Generator().manual_seed(1))
+    assert str(ctl.positions) == "last()" and ctl.sites == op.sites and ctl.layers == op.layers
+    assert not set(ctl.shifts[1][0]) & {3, 0} and sorted(ctl.shifts[1][1]) == [-2.0, 1.0]

@@ -19,6 +19,7 @@ Memory: statistics are computed one layer at a time on a float64 CPU copy of tha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -188,8 +189,9 @@ def top_neurons(
     return df.sort_values(["layer", "rank"] if per_layer else ["rank"]).reset_index(drop=True)
 
 
-def neuron_shift(top: pd.DataFrame, alpha: float = 1.0) -> NeuronShift:
-    """`NeuronShift` with ``delta_i = alpha * mean_diff_i`` for the rows of ``top``.
+def neuron_shift(top: pd.DataFrame, alpha: float = 1.0, *, positions: Any = "all") -> NeuronShift:
+    """`NeuronShift` with ``delta_i = alpha * mean_diff_i`` for the rows of ``top``, written at
+    ``positions`` (``"all"``, ``"prompt"``, ``"generated"`` or a selector such as `last()`).
 
     Example:
         >>> top = pd.DataFrame(dict(layer=[2, 2], neuron=[5, 0], mean_diff=[0.5, -1.0]))
@@ -205,7 +207,7 @@ def neuron_shift(top: pd.DataFrame, alpha: float = 1.0) -> NeuronShift:
         )
         for layer, g in top.groupby("layer", sort=True)
     }
-    return NeuronShift(shifts=shifts)
+    return NeuronShift(shifts=shifts, positions=positions)
 
 
 def random_neuron_shift(
@@ -217,7 +219,8 @@ def random_neuron_shift(
 ) -> NeuronShift:
     """The random-neuron control of ``shift``: in each of its layers, as many random neurons
     (other than the chosen ones when ``exclude_chosen``) given the layer's deltas in a random
-    order. Seeded by ``generator`` (default ``torch.Generator().manual_seed(0)``).
+    order, written where ``shift`` writes (its sites and positions). Seeded by ``generator``
+    (default ``torch.Generator().manual_seed(0)``).
 
     Example:
         >>> op = NeuronShift(shifts={1: ((0, 1), (0.5, -0.5))})
@@ -239,7 +242,7 @@ def random_neuron_shift(
             tuple(int(i) for i in picked),
             tuple(float(deltas[int(j)]) for j in order),
         )
-    return NeuronShift(shifts=shifts)
+    return replace(shift, shifts=shifts)
 
 
 def probe_layers(

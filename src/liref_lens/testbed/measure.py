@@ -17,7 +17,7 @@ Memory: one forward over the items per call, logits of the last position only ke
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -196,9 +196,9 @@ def neuron_shift_vs_random(
     for pos, layer, k, alpha in tqdm(grid, desc="neuron shifts", disable=not progress):
         top = top_neurons(table[table["layer"] == layer], k)
         for name, mode, src, tgt, sign in cases:
-            shift = replace(neuron_shift(top, sign * alpha), positions=rules[pos])
+            shift = neuron_shift(top, sign * alpha, positions=rules[pos])
             rand = [random_neuron_shift(shift, model, generator=gen) for _ in range(n_random)]
-            ops = [shift, *(replace(r, positions=rules[pos]) for r in rand)]
+            ops = [shift, *rand]
             fitted, *controls = [
                 switch_rate(
                     model, world, items[mode], op, source=src, target=tgt, baseline=base[mode]
