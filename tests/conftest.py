@@ -8,7 +8,6 @@ hub model takes, once per available TransformerLens backend.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -69,13 +68,8 @@ def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
         )
     else:
         raise ValueError(arch)
-    model.save_pretrained(directory)
+    model.save_pretrained(directory)  # as saved today: a GPT-2 config without n_ctx
     tok.save_pretrained(directory)
-    if arch == "gpt2":  # hub GPT-2 configs carry n_ctx; the legacy loader reads it
-        cfg_path = directory / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["n_ctx"] = cfg["n_positions"]
-        cfg_path.write_text(json.dumps(cfg))
     return directory
 
 
@@ -89,6 +83,12 @@ def make_tiny():
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     return {arch: build_tiny(arch, root / f"tiny-{arch}") for arch in ARCHS}
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each TransformerLens backend this run tests (see LIREF_LENS_BACKENDS)."""
+    return str(request.param)
 
 
 _LOADED: dict[tuple[str, str], LensModel] = {}

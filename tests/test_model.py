@@ -120,3 +120,44 @@ def test_wrapping_and_load_errors(lm: LensModel, tmp_path) -> None:
         load_model(str(tmp_path / "missing" / "model"))
     with pytest.raises(ValueError, match="unknown backend"):
         load_model("gpt2", backend="jax")
+
+
+def test_testbed_checkpoint_equals_hf_model(backend: str) -> None:
+    """The shipped testbed model (MLP width n_inner = 2 * d_model, tied embeddings, 38-word
+    vocabulary) loads on every backend with the Hugging Face model's residual stream."""
+    from transformers import AutoModelForCausalLM
+
+    from liref_lens.testbed import make_testbed, shipped_checkpoint
+
+    path = shipped_checkpoint()
+    lm = load_model(str(path), device="cpu", backend=backend)
+    hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    assert (lm.n_layers, lm.d_model, lm.d_mlp) == (3, 128, hf.config.n_inner)
+    assert lm.d_mlp != 4 * lm.d_model  # the case the legacy converter used to get wrong
+    items = make_testbed(seed=0).fit[:8]
+    batch = lm.tokenize([it.prompt for it in items])
+    with torch.no_grad():
+        want = hf(batch.input_ids, output_hidden_states=True)
+    names = [lm.hook_name(layer, "resid_pre") for layer in range(lm.n_layers)]
+    logits, cache = lm.model.run_with_cache(batch.input_ids, names_filter=names)
+    for layer, name in enumerate(names):
+        torch.testing.assert_close(
+            cache[name], want.hidden_states[layer], atol=1e-5, rtol=0, msg=name
+        )
+    torch.testing.assert_close(logits, want.logits, atol=1e-4, rtol=0)
+
+
+def test_step_last_only_equals_full_step(lm: LensModel) -> None:
+    """`step(last_only=True)` returns the last new token's logits of a full step, and the
+    cache it returns continues the sequence the same way."""
+    batch = lm.tokenize(["w1 w2 w3", "w4"])
+    with torch.no_grad():
+        full, past_full = lm.step(batch.input_ids, batch.attention_mask)
+        last, past_last = lm.step(batch.input_ids, batch.attention_mask, last_only=True)
+        assert last.shape == (2, 1, full.shape[-1])
+        torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=0)
+        nxt = full[:, -1].argmax(-1, keepdim=True)
+        mask = torch.cat([batch.attention_mask, torch.ones_like(nxt)], dim=1)
+        want, _ = lm.step(nxt, mask, past_full)
+        got, _ = lm.step(nxt, mask, past_last, last_only=True)
+    torch.testing.assert_close(got, want[:, -1:], atol=1e-5, rtol=0)

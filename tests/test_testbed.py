@@ -31,9 +31,6 @@ from liref_lens.testbed.measure import answers, switch_rate
 from liref_lens.testbed.train import eval_sets
 
 MAX_CHECKPOINT_BYTES = 4 * 2**20
-# The testbed checkpoint is loaded through the bridge. KNOWN DEFECT: the legacy
-# HookedTransformer loader fails on it (state_dict mismatch), see the session note.
-BACKEND = "bridge"
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +132,9 @@ def test_training_is_deterministic_and_leaves_global_state(tmp_path: Path) -> No
     assert runs[0]["metrics"] == runs[1]["metrics"]
 
 
-def test_training_writes_a_loadable_checkpoint(tmp_path: Path, world: TestbedWorld) -> None:
+def test_training_writes_a_loadable_checkpoint(
+    tmp_path: Path, world: TestbedWorld, backend: str
+) -> None:
     out = tmp_path / "ckpt"
     out.mkdir()
     (out / "stale.txt").write_text("replaced atomically")
@@ -144,7 +143,7 @@ def test_training_writes_a_loadable_checkpoint(tmp_path: Path, world: TestbedWor
     assert {"config.json", "model.safetensors", "training.json", "training_log.csv"} <= names
     assert "stale.txt" not in names and not list(tmp_path.glob(".ckpt*"))
     assert json.loads((out / "training.json").read_text())["metrics"] == record["metrics"]
-    lm = load_model(str(out), device="cpu", backend=BACKEND)
+    lm = load_model(str(out), device="cpu", backend=backend)
     prompt = make_testbed(seed=0, world=world, n_fit=1).fit[0].prompt
     assert lm.encode([prompt])[0] == world.token_ids(prompt)
 
@@ -156,8 +155,8 @@ def shipped() -> Path:
 
 
 @pytest.fixture(scope="module")
-def shipped_lm(shipped: Path) -> LensModel:
-    return load_model(str(shipped), device="cpu", backend=BACKEND)
+def shipped_lm(shipped: Path, backend: str) -> LensModel:
+    return load_model(str(shipped), device="cpu", backend=backend)
 
 
 def test_shipped_files_are_small_and_complete(shipped: Path) -> None:

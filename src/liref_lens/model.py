@@ -11,13 +11,15 @@ Memory: the wrapper holds no activations; it only references the wrapped model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +273,8 @@ class LensModel:
         input_ids: Int[Tensor, "batch new"],
         attention_mask: Int[Tensor, "batch total"],
         past: Any = None,
+        *,
+        last_only: bool = False,
     ) -> tuple[Tensor, Any]:
         """One incremental forward with a key-value cache (for generation).
 
@@ -278,29 +282,45 @@ class LensModel:
             input_ids: the new tokens (the whole padded prompt on the first call).
             attention_mask: mask over the whole sequence so far, cached past included.
             past: the cache returned by the previous call (None on the first).
+            last_only: only the last new token's logits are wanted. Where the Hugging Face
+                model can (``logits_to_keep``), the unembedding then runs on that position
+                alone, which saves a ``[batch, prompt, vocab]`` product on the first call.
 
         Returns:
-            ``(logits of the new tokens, cache)``.
+            ``(logits of the new tokens, cache)``; with ``last_only``, ``[batch, 1, vocab]``.
         """
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         if self.backend == "bridge":
+            extra = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
             out = self.model(
                 input_ids,
                 attention_mask=attention_mask,
                 past_key_values=past,
                 use_cache=True,
                 return_type="logits_and_cache",
+                **extra,
             )
-            return out[0], out[1]
-        if past is None:
-            from transformer_lens import TransformerLensKeyValueCache
+            logits, past = out[0], out[1]
+        else:
+            if past is None:
+                from transformer_lens import TransformerLensKeyValueCache
 
-            past = TransformerLensKeyValueCache.init_cache(
-                self.model.cfg, self.model.cfg.device, input_ids.shape[0]
-            )
-        new_mask = attention_mask[:, -input_ids.shape[1] :]
-        return self.model(input_ids, attention_mask=new_mask, past_kv_cache=past), past
+                past = TransformerLensKeyValueCache.init_cache(
+                    self.model.cfg, self.model.cfg.device, input_ids.shape[0]
+                )
+            new_mask = attention_mask[:, -input_ids.shape[1] :]
+            logits = self.model(input_ids, attention_mask=new_mask, past_kv_cache=past)
+        return (logits[:, -1:] if last_only else logits), past
+
+    @functools.cached_property
+    def _keeps_logits(self) -> bool:
+        """Whether the bridged Hugging Face model's forward takes ``logits_to_keep``."""
+        forward = getattr(getattr(self.model, "original_model", None), "forward", None)
+        try:
+            return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+        except (TypeError, ValueError):  # a forward without a readable signature
+            return False
 
     # ----- tokenization --------------------------------------------------------------------
     @property
@@ -437,15 +457,22 @@ def _load_hooked(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> A
     path = str(Path(name).expanduser().resolve())
     hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = kwargs.pop("tokenizer", None) or AutoTokenizer.from_pretrained(path)
-    # The legacy loader guesses some architectures from substrings of the name ("llama"...);
-    # a neutral link name makes it read config.json instead.
     with tempfile.TemporaryDirectory() as tmp:
-        link = Path(tmp) / "local-model"
-        link.symlink_to(path, target_is_directory=True)
+        # The legacy converter reads config.json itself (and guesses some architectures from
+        # substrings of the directory name, "llama"...): give it the loaded model's config,
+        # completed, under a neutral name. The weights come from `hf_model`, not from disk.
+        legacy_dir = Path(tmp) / "local-model"
+        legacy_dir.mkdir()
+        (legacy_dir / "config.json").write_text(json.dumps(_legacy_hf_config(hf_model)))
         cfg = loading.get_pretrained_model_config(
-            str(link), hf_cfg=hf_model.config.to_dict(), fold_ln=False, device=device, dtype=dtype
+            str(legacy_dir),
+            hf_cfg=hf_model.config.to_dict(),
+            fold_ln=False,
+            device=device,
+            dtype=dtype,
         )
-        state_dict = loading.get_pretrained_state_dict(str(link), cfg, hf_model, dtype=dtype)
+        state_dict = loading.get_pretrained_state_dict(str(legacy_dir), cfg, hf_model, dtype=dtype)
+    cfg = _sizes_from_weights(cfg, state_dict)
     with warnings.catch_warnings():  # the caller chose the legacy class on purpose
         warnings.filterwarnings("ignore", "HookedTransformer is deprecated", DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
@@ -458,6 +485,47 @@ def _load_hooked(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> A
     )
     model.to(device if device is not None else "cpu")
     return model
+
+
+def _legacy_hf_config(hf_model: Any) -> dict[str, Any]:
+    """The Hugging Face config as the legacy TransformerLens converter expects to read it.
+
+    The converter predates some of today's config conventions: it reads the architecture from
+    ``architectures`` (which a config saved without a model lacks; the loaded class is the
+    truth) and GPT-2's context length from ``n_ctx``, a key that configs saved by current
+    ``transformers`` no longer carry (``n_positions``, alias ``max_position_embeddings``, is
+    the size of the position table).
+    """
+    config = hf_model.config
+    out: dict[str, Any] = config.to_dict()
+    out["architectures"] = [type(hf_model).__name__]
+    n_positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(n_positions, int):
+        out["n_ctx"] = n_positions
+    return out
+
+
+# Sizes the legacy converter takes from its own reading of the config, with the converted
+# weight that fixes each one: (state-dict key, axis). The weights are the truth; e.g.
+# TransformerLens 3.9 sets a GPT-2 model's d_mlp to 4 * n_embd and ignores ``n_inner``.
+_WEIGHT_SIZES: dict[str, tuple[str, int]] = {
+    "d_mlp": ("blocks.0.mlp.W_in", -1),
+    "d_vocab": ("embed.W_E", 0),
+    "d_vocab_out": ("unembed.W_U", -1),
+}
+
+
+def _sizes_from_weights(cfg: Any, state_dict: dict[str, Tensor]) -> Any:
+    """``cfg`` with its sizes set from the converted weights where the converter misread them."""
+    fixed: dict[str, int | None] = {
+        field: int(state_dict[key].shape[axis])
+        for field, (key, axis) in _WEIGHT_SIZES.items()
+        if key in state_dict and getattr(cfg, field, None) != state_dict[key].shape[axis]
+    }
+    if not fixed:
+        return cfg
+    fixed["n_params"] = None  # recomputed from the corrected sizes
+    return replace(cfg, **fixed)
 
 
 def load_model(
