@@ -127,7 +127,7 @@ def _generate_batch(
                 new = tokens if step == 0 else tokens[:, -1:]
                 start = tokens.shape[1] - new.shape[1]
                 with step_info(StepInfo(mask, start, prompt_width, row_ids)):
-                    logits, past = model.step(new, mask, past)
+                    logits, past = model.step(new, mask, past, last_only=True)
             else:
                 with step_info(StepInfo(mask, 0, prompt_width, row_ids)):
                     logits = model.model(tokens, attention_mask=mask)
@@ -138,7 +138,7 @@ def _generate_batch(
                 done = done | (nxt == eos)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             mask = torch.cat([mask, (~done | (nxt == eos)).long()[:, None]], dim=1)
-            if bool(done.all()):
+            if eos is not None and bool(done.all()):  # (a device sync: only when rows can stop)
                 break
     gen = torch.stack(generated, dim=1).tolist()
     result = []
