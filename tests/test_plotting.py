@@ -88,3 +88,21 @@ def test_cosine_heatmap() -> None:
     fig = cosine_heatmap(torch.tensor([[1.0, 0.5], [0.5, 1.0]]), rows=[3, 4], cols=[3, 4])
     assert list(fig.data[0].y) == ["3", "4"]
     assert fig.data[0].zmin == -1 and fig.data[0].zmax == 1
+
+
+def test_dose_response_draws_the_baseline_at_alpha_zero() -> None:
+    t = _table()
+    t = t[t["alpha"] != 0.0]
+    base = pd.DataFrame(
+        {"op": "baseline", "layer": -1, "alpha": 0.0, "control": -1, "subset": "all",
+         "metric": "acc", "value": 0.25, "ci_low": 0.2, "ci_high": 0.3}, index=[0]
+    )  # fmt: skip
+    dose = dose_response(pd.concat([t, base], ignore_index=True), "acc", layer=2)
+    fitted = dose.data[-1]
+    np.testing.assert_allclose(fitted.x, [-2.0, 0.0, 2.0])
+    np.testing.assert_allclose(fitted.y, [-0.4, 0.25, 0.4])
+    mean = next(tr for tr in dose.data if str(tr.name).startswith("random directions"))
+    assert 0.0 in list(mean.x) and mean.y[list(mean.x).index(0.0)] == 0.25
+    # project-out has no alpha = 0: no baseline point is invented for it
+    with pytest.raises(ValueError, match="no rows"):
+        dose_response(pd.concat([t, base], ignore_index=True), "acc", layer=2, op="project_out")

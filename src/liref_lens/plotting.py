@@ -247,6 +247,10 @@ def dose_response(
     """A metric against alpha at one layer: the fitted direction with its CI, and the band
     (min to max) and mean of the norm-matched random directions.
 
+    For `Add` and `Scale`, alpha = 0 is no intervention: where ``table`` has the experiment's
+    ``baseline`` row, it is drawn at alpha 0 for the fitted and the random directions alike,
+    so the curves do not interpolate across a point that was measured.
+
     Example:
         >>> import pandas as pd
         >>> t = pd.DataFrame({"op": "add", "layer": 1, "alpha": [1.0, 1.0, 1.0],
@@ -256,8 +260,17 @@ def dose_response(
         'fitted direction'
     """
     df = _cells(table, metric, op, subset)
-    df = df[df["layer"] == layer].sort_values("alpha")
+    df = df[df["layer"] == layer]
     fitted, random = df[df["control"] < 0], df[df["control"] >= 0]
+    base = table[
+        (table["op"] == "baseline") & (table["metric"] == metric) & (table["subset"] == subset)
+    ]
+    if op in ("add", "scale") and len(base) and not (df["alpha"] == 0).any():
+        zero = base.iloc[[0]].assign(alpha=0.0, layer=layer)
+        fitted = pd.concat([fitted, zero.assign(control=-1)])
+        controls = random["control"].unique()
+        random = pd.concat([random, *(zero.assign(control=c) for c in controls)])
+    fitted, random = fitted.sort_values("alpha"), random.sort_values("alpha")
     fig = go.Figure()
     if not random.empty:
         agg = random.groupby("alpha")["value"].agg(["min", "max", "mean"]).reset_index()
