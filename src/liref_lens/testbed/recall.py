@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from ..metrics import mean_ci
 from ..model import LensModel
 from ..weights import keep_singular_directions, truncate, truncation_rank, weight_matrix
-from .train import TrainConfig, _deterministic, _fit, _write_checkpoint
+from .train import TrainConfig, _train_and_record
 from .world import SPECIAL_TOKENS
 
 __all__ = [
@@ -252,26 +252,17 @@ def train_recall(
     config = config if config is not None else RECALL_CONFIG
     evalset = world.sample_items(n_eval, torch.Generator().manual_seed(seed + 1))
     score = partial(_hf_metrics, world=world, items=evalset)
-    with _deterministic(seed, config.threads):
-        model, log, seconds = _fit(world, config, seed, progress, score, desc="train recall")
-        metrics = score(model)
-    model.eval()
-    import transformers
-
-    record: dict[str, Any] = {
-        "world": {"kind": "recall", **asdict(world)},
-        "config": asdict(config),
-        "seed": seed,
-        "eval": {"n": n_eval, "seed": seed + 1},
-        "metrics": metrics,
-        "train_seconds": round(seconds, 1),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
-    if out_dir is not None:
-        _write_checkpoint(Path(out_dir), model, world, record, log)
-        return record
-    return {**record, "model": model, "log": log}
+    return _train_and_record(
+        out_dir,
+        world,
+        config,
+        seed,
+        progress,
+        {"kind": "recall", **asdict(world)},
+        score,
+        extra={"eval": {"n": n_eval, "seed": seed + 1}},
+        desc="train recall",
+    )
 
 
 @torch.no_grad()

@@ -201,11 +201,11 @@ def _fit(
     config: TrainConfig,
     seed: int,
     progress: bool,
-    score: Callable[[Any], dict[str, float]] | None = None,
+    score: Callable[[Any], dict[str, float]],
     desc: str = "train testbed",
 ) -> tuple[Any, list[dict[str, float]], float]:
     """Train on ``world.sample_batch`` (ids, answer ids, ...), logging ``score(model)``
-    (default: `evaluate` on `eval_sets`) every ``config.eval_every`` steps."""
+    every ``config.eval_every`` steps."""
     model = build_model(world, config)
     model.train()
     gen = torch.Generator().manual_seed(seed)
@@ -213,9 +213,6 @@ def _fit(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_at(s, config))
-    if score is None:
-        sets = eval_sets(world) if config.eval_every > 0 else {}
-        score = partial(evaluate, world=world, sets=sets)
     log: list[dict[str, float]] = []
     start, running, n_running = time.perf_counter(), 0.0, 0
     for step in tqdm(range(1, config.steps + 1), disable=not progress, desc=desc):
@@ -309,16 +306,43 @@ def train_testbed(
     """
     world = world if world is not None else TestbedWorld()
     config = config if config is not None else TrainConfig()
+    sets = eval_sets(world)
+    return _train_and_record(
+        out_dir,
+        world,
+        config,
+        seed,
+        progress,
+        asdict(world),
+        partial(evaluate, world=world, sets=sets),
+    )
+
+
+def _train_and_record(
+    out_dir: str | Path | None,
+    world: Any,
+    config: TrainConfig,
+    seed: int,
+    progress: bool,
+    world_record: dict[str, Any],
+    score: Callable[[Any], dict[str, float]],
+    *,
+    extra: dict[str, Any] | None = None,
+    desc: str = "train testbed",
+) -> dict[str, Any]:
+    """Train deterministically (logging ``score(model)``), then write the checkpoint folder
+    with its ``training.json`` record (or, with no ``out_dir``, return the model in it)."""
     with _deterministic(seed, config.threads):
-        model, log, seconds = _fit(world, config, seed, progress)
-        metrics = evaluate(model, world, eval_sets(world))
+        model, log, seconds = _fit(world, config, seed, progress, score, desc)
+        metrics = score(model)
     model.eval()
     import transformers
 
     record: dict[str, Any] = {
-        "world": asdict(world),
+        "world": world_record,
         "config": asdict(config),
         "seed": seed,
+        **(extra or {}),
         "metrics": metrics,
         "train_seconds": round(seconds, 1),
         "n_parameters": sum(p.numel() for p in model.parameters()),
