@@ -27,20 +27,9 @@ BACKENDS = tuple(
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from liref_lens.testbed.train import word_tokenizer
 
-    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<bos>",
-        eos_token="<bos>",
-        unk_token="<unk>",
-    )
+    return word_tokenizer(["<pad>", "<bos>", "<unk>", *WORDS])
 
 
 def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:

@@ -26,7 +26,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -91,10 +91,25 @@ class TrainConfig:
 
 def build_tokenizer(world: _Vocabulary) -> Any:
     """A word-level tokenizer whose ids follow ``world.vocab`` (whitespace-separated words)."""
+    return word_tokenizer(world.vocab)
+
+
+def word_tokenizer(words: Sequence[str]) -> Any:
+    """A Hugging Face fast tokenizer over whitespace-separated ``words``, id ``i`` for
+    ``words[i]``; ``words`` must hold ``<pad>``, ``<bos>`` (also EOS) and ``<unk>``.
+
+    Example:
+        >>> tok = word_tokenizer(["<pad>", "<bos>", "<unk>", "a", "b"])
+        >>> tok("a b c", add_special_tokens=False)["input_ids"]
+        [3, 4, 2]
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(world.vocab)}
+    missing = {"<pad>", "<bos>", "<unk>"} - set(words)
+    if missing:
+        raise ValueError(f"the vocabulary needs the special tokens {sorted(missing)}")
+    vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
