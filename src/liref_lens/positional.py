@@ -131,38 +131,21 @@ class PositionalDirections:
                 generated tokens are left alone).
         """
         names = list(positions) if positions is not None else self.positions
-        ops: list[Op] = []
-        for name in names:
-            ops.append(
-                Add(
-                    direction=self.sets[name],
-                    alpha=alpha,
-                    layers=layers,
-                    sites=(site,),
-                    positions=self.selectors[name],
-                )
+
+        def add(name: str, where: Any) -> Op:
+            return Add(
+                direction=self.sets[name],
+                alpha=alpha,
+                layers=layers,
+                sites=(site,),
+                positions=where,
             )
+
+        ops = [add(name, self.selectors[name]) for name in names]
         if fallback is not None:
-            outside = _Outside(tuple(self.selectors[n] for n in names))
-            ops.append(
-                Add(
-                    direction=self.sets[fallback],
-                    alpha=alpha,
-                    layers=layers,
-                    sites=(site,),
-                    positions=outside,
-                )
-            )
+            ops.append(add(fallback, _Outside(tuple(self.selectors[n] for n in names))))
         if generated is not None:
-            ops.append(
-                Add(
-                    direction=self.sets[generated],
-                    alpha=alpha,
-                    layers=layers,
-                    sites=(site,),
-                    positions="generated",
-                )
-            )
+            ops.append(add(generated, "generated"))
         return Compose(ops=tuple(ops))
 
 
