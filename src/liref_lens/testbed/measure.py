@@ -92,8 +92,9 @@ def switch_rate(
 
     Args:
         ops: one op or several, applied together.
-        source, target: ``"memorized"`` -> ``"rule"`` for a push toward reasoning (the
-            default), ``"rule"`` -> ``"memorized"`` for a push toward memory.
+        source: the answer the items give at baseline: ``"memorized"`` (the default, for a
+            push toward reasoning) or ``"rule"`` (for a push toward memory).
+        target: the answer a switch moves to: ``"rule"`` (the default) or ``"memorized"``.
         baseline: the items' baseline `answers`, to skip recomputing them.
 
     Example:

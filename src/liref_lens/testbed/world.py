@@ -98,7 +98,8 @@ class TestbedWorld:
         n_memorized: operand pairs with a memorized (non-rule) answer.
         n_heldout: operand pairs never used in training (rule generalization test).
         n_cues: cue words per prompt (odd, so the majority is never tied).
-        reasoning_cues, memory_cues: the two cue vocabularies.
+        reasoning_cues: the cue words that vote for the reasoning mode.
+        memory_cues: the cue words that vote for the memory mode.
         p_memorized_in_reasoning: share of reasoning-mode training prompts that use a
             memorized pair (the rest use rule-only pairs); it teaches the mode gate.
         seed: seed of the pair split and of the table.
