@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from liref_lens import Add, intervene, last, load_model
+from liref_lens import (
+    Add,
+    cache_activations,
+    diff_in_means,
+    fit_directions,
+    intervene,
+    last,
+    load_model,
+)
 from liref_lens.demo import RANDOM_LIMIT, _borderline_evalset, run_demo
 from liref_lens.testbed import make_testbed, shipped_checkpoint
 
@@ -40,14 +48,12 @@ def test_demo_reports_switch_shares_that_an_independent_count_reproduces(tmp_pat
     assert list(auc.index) == [1, 2] and auc[2] > 0.95  # the modes separate best at layer 2
 
     lm = load_model(str(shipped_checkpoint()), device="cpu")
-    evalset = _borderline_evalset(lm, make_testbed(seed=0))
+    tb = make_testbed(seed=0)
+    evalset = _borderline_evalset(lm, tb)
     # every prompt kept is answered by its mode at baseline: nothing has switched yet
     assert _share_choosing(lm, evalset, "memory-mode", 0, None) == 0.0
     assert _share_choosing(lm, evalset, "reasoning-mode", 1, None) == 0.0
 
-    from liref_lens import cache_activations, diff_in_means, fit_directions
-
-    tb = make_testbed(seed=0)
     pos = cache_activations(lm, tb.reasoning_prompts(), layers=[1, 2], progress=False)
     neg = cache_activations(lm, tb.memory_prompts(), layers=[1, 2], progress=False)
     ds = fit_directions(pos, neg, diff_in_means(), model=lm)
