@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -126,7 +128,7 @@ OPS = {
 def test_kv_cache_invariance(lm: LensModel, prompts, op_name: str, rule: str) -> None:
     d = _direction(lm, seed=1, scale=3.0)
     op = OPS[op_name](d)
-    op = type(op)(**{**op.__dict__, "positions": rule})
+    op = dataclasses.replace(op, positions=rule)
     kw = dict(max_new_tokens=6, stop_at_eos=False)
     cached = generate(lm, prompts, ops=[op], use_cache=True, **kw)
     full = generate(lm, prompts, ops=[op], use_cache=False, **kw)
@@ -200,3 +202,27 @@ def test_bad_ops(lm: LensModel) -> None:
         with intervene(lm, NeuronShift(shifts={0: ([10_000], [1.0])})):
             pass
     assert _no_hooks(lm)
+
+
+def test_reused_op_gives_the_same_edit_and_stays_a_value(lm: LensModel, prompts) -> None:
+    """Ops cache their float32 vectors on first use; that cache is invisible: a used op edits
+    exactly like a fresh one, and neither `repr` nor `replace` carries it over."""
+    d = _direction(lm, seed=3)
+    op = Scale(layers=[1], direction=d, alpha=-1.0)
+    ids = lm.tokenize(prompts)
+    with intervene(lm, op):
+        first = lm.forward(ids)
+    with intervene(lm, op):
+        again = lm.forward(ids)
+    fresh = Scale(layers=[1], direction=d.clone(), alpha=-1.0)
+    with intervene(lm, fresh):
+        other = lm.forward(ids)
+    assert torch.equal(first, again) and torch.equal(first, other)
+    assert "vectors" not in repr(op)
+    d2 = _direction(lm, seed=4)
+    swapped = dataclasses.replace(op, direction=d2)  # must not reuse op's cached vectors
+    with intervene(lm, swapped):
+        out = lm.forward(ids)
+    with intervene(lm, Scale(layers=[1], direction=d2, alpha=-1.0)):
+        assert torch.equal(out, lm.forward(ids))
+    assert not torch.allclose(out, first)

@@ -22,7 +22,9 @@ only), ``"generated"`` (generated tokens only), or a selector from `liref_lens.p
 KV-cached decode steps. A forward run outside those (calling the TransformerLens model
 directly) is taken as one unpadded prompt.
 
-Memory: an op holds its direction vectors; a hook allocates one activation-sized tensor.
+Memory: an op holds its direction vectors, plus a float32 copy (and unit vector) per layer and
+device made on first use, so the zero-norm check syncs once per op, not on every forward; a
+hook allocates one activation-sized tensor.
 """
 
 from __future__ import annotations
@@ -160,15 +162,34 @@ class _DirectionOp(Op):
             if not bool(torch.isfinite(v).all()):
                 raise ValueError(f"direction for layer {layer} contains NaN or inf")
 
-    def unit(self, layer: int, like: Tensor) -> Tensor:
-        v = layer_vector(self.direction, layer, self.source_layer).to(like.device, torch.float32)
-        norm = v.norm()
-        if float(norm) == 0.0:
-            raise ValueError(
-                f"the direction for layer {layer} has zero norm; it has no unit vector "
-                "(drop that layer or refit on data where the classes differ)"
+    # (layer, kind, device) -> float32 vector; filled on first use, so a hook checks the norm
+    # (a device sync) once per op instead of on every forward
+    _vectors: dict[tuple[int, str, Any], Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def raw(self, layer: int, like: Tensor) -> Tensor:
+        """The direction's vector for ``layer`` as float32 on ``like``'s device (cached)."""
+        key = (layer, "raw", like.device)
+        if key not in self._vectors:
+            self._vectors[key] = layer_vector(self.direction, layer, self.source_layer).to(
+                like.device, torch.float32
             )
-        return v / norm
+        return self._vectors[key]
+
+    def unit(self, layer: int, like: Tensor) -> Tensor:
+        """The unit vector of the direction for ``layer`` on ``like``'s device (cached)."""
+        key = (layer, "unit", like.device)
+        if key not in self._vectors:
+            v = self.raw(layer, like)
+            norm = v.norm()
+            if float(norm) == 0.0:
+                raise ValueError(
+                    f"the direction for layer {layer} has zero norm; it has no unit vector "
+                    "(drop that layer or refit on data where the classes differ)"
+                )
+            self._vectors[key] = v / norm
+        return self._vectors[key]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +202,7 @@ class Add(_DirectionOp):
 
     def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
         if self.scale == "raw":
-            v = layer_vector(self.direction, layer, self.source_layer).to(act.device, torch.float32)
+            v = self.raw(layer, act)
         elif self.scale == "unit":
             v = self.unit(layer, act)
         elif self.scale == "resid_norm":
