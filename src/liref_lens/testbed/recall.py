@@ -68,6 +68,7 @@ RECALL_CONFIG = TrainConfig(
     lr=2e-3,
     weight_decay=0.1,
     warmup=100,
+    min_lr_ratio=0.1,
     eval_every=250,
 )
 

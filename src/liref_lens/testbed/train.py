@@ -78,13 +78,13 @@ class TrainConfig:
     d_model: int = 128
     n_head: int = 4
     d_mlp: int = 256
-    steps: int = 3500
+    steps: int = 5000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1.0
     dropout: float = 0.0
     warmup: int = 100
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.0
     eval_every: int = 250
     threads: int = 1
 
