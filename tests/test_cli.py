@@ -109,3 +109,26 @@ def test_cli_errors_are_messages(tmp_path, capsys) -> None:
 def test_layer_ranges() -> None:
     assert _layers("0-3,7") == [0, 1, 2, 3, 7]
     assert _layers("-1") == [-1]
+
+
+def test_train_testbed_prints_its_metrics_next_to_the_shipped_ones(tmp_path, capsys) -> None:
+    from liref_lens.testbed import shipped_checkpoint
+
+    out = tmp_path / "tb"
+    rc = main(["train-testbed", "--out", str(out), "--steps", "20", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out.splitlines()
+    record = json.loads((out / "training.json").read_text())
+    shipped = json.loads((shipped_checkpoint() / "training.json").read_text())
+    assert record["config"]["steps"] == 20 and record["seed"] == 0
+    rows = {line.split()[0]: line.split()[1:] for line in printed if line.startswith(
+        tuple(k.removeprefix("acc_") for k in record["metrics"]))}  # fmt: skip
+    assert len(rows) == len(record["metrics"]) == 6
+    for key, value in record["metrics"].items():
+        this_run, in_shipped = rows[key.removeprefix("acc_")]
+        assert float(this_run) == pytest.approx(value, abs=5e-4)
+        assert float(in_shipped) == pytest.approx(shipped["metrics"][key], abs=5e-4)
+    assert "not a like-for-like check" in printed[-1]  # 20 steps is not the shipped recipe
+    assert main(["train-testbed", "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
