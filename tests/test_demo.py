@@ -45,7 +45,7 @@ def test_demo_reports_switch_shares_that_an_independent_count_reproduces(tmp_pat
     assert "Best switch per direction" in printed and str(result.report.resolve()) in printed
 
     auc = result.scores[result.scores["score"] == "auroc"].set_index("layer")["value"]
-    assert list(auc.index) == [1, 2] and auc[2] > 0.95  # the modes separate best at layer 2
+    assert list(auc.index) == [1, 2] and auc[2] > auc[1] + 0.05  # separate best at layer 2
 
     lm = load_model(str(shipped_checkpoint()), device="cpu")
     tb = make_testbed(seed=0)
