@@ -6,17 +6,17 @@ Usage:
     python scripts/explore_testbed.py measure CKPT_DIR [--seed 0] [--random-seed 0]
         [--n-random 10] [--alphas -3 ... 3] [--json OUT]
 
-``train`` trains one of ``VARIANTS`` (v6 is the shipped configuration). ``patch`` writes the
-resid_pre of a reasoning-mode twin (one cue changed) into borderline memory-mode runs at one
-(layer, position) and reports the share switching to the rule answer. ``measure`` fits the
-last-token difference-in-means between the reasoning-mode and memory-mode prompts of the fit
-set (resid_pre, every layer), adds it (raw, alpha in a grid) at one layer (at the last token,
-or at every position), and reports, on the borderline prompts, the share that switch from the
-memorized answer to the rule answer (positive alpha, memory-mode prompts) and from the rule
-answer to the memorized answer (negative alpha, reasoning-mode prompts), next to
-``--n-random`` norm-matched random directions; also a position-aware direction (one mean
-difference per position, each added at its position). The results of all variants are in
-``src/liref_lens/testbed/MEASUREMENTS.md``. Runs on one CPU thread.
+``train`` trains one of ``VARIANTS`` (v7 is the shipped configuration, v6 the one shipped
+before it). ``patch`` writes the resid_pre of a reasoning-mode twin (one cue changed) into
+borderline memory-mode runs at one (layer, position) and reports the share switching to the
+rule answer. ``measure`` fits the last-token difference-in-means between the reasoning-mode and
+memory-mode prompts of the fit set (resid_pre, every layer), adds it (raw, alpha in a grid) at
+one layer (at the last token, or at every position), and reports, on the borderline prompts,
+the share that switch from the memorized answer to the rule answer (positive alpha, memory-mode
+prompts) and from the rule answer to the memorized answer (negative alpha, reasoning-mode
+prompts), next to ``--n-random`` norm-matched random directions; also a position-aware
+direction (one mean difference per position, each added at its position). The results of all
+variants are in ``src/liref_lens/testbed/MEASUREMENTS.md``. Runs on one CPU thread.
 """
 
 from __future__ import annotations
@@ -33,8 +33,18 @@ from liref_lens.positions import at, every, last
 from liref_lens.testbed import TestbedWorld, TrainConfig, make_testbed, train_testbed
 from liref_lens.testbed.measure import answers, switch_rate
 
-# The first explored model (v1-v5); the shipped default TrainConfig is v6.
-_SMALL = dict(n_layer=4, d_model=64, n_head=4, d_mlp=256, steps=3000, batch_size=256, lr=3e-3)
+# The first explored model (v1-v5); v6 shipped first, the default TrainConfig is v7.
+# v1-v6 decayed the learning rate to 10% (the default before v7).
+_SMALL = dict(
+    n_layer=4,
+    d_model=64,
+    n_head=4,
+    d_mlp=256,
+    steps=3000,
+    batch_size=256,
+    lr=3e-3,
+    min_lr_ratio=0.1,
+)
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
     # name: (TestbedWorld overrides, TrainConfig overrides); results in MEASUREMENTS.md
@@ -43,7 +53,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "v3": ({}, _SMALL),
     "v4": ({}, {**_SMALL, "dropout": 0.1}),
     "v5": ({}, {**_SMALL, "dropout": 0.1, "steps": 4000}),
-    "v6": ({}, {}),  # the shipped checkpoint
+    "v6": ({}, {"steps": 3500, "min_lr_ratio": 0.1}),  # shipped before v7
+    "v7": ({}, {}),  # the shipped checkpoint
 }
 
 

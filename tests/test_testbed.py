@@ -215,5 +215,7 @@ def test_shipped_direction_switches_borderline_answers(shipped_lm: LensModel) ->
             ).switched
             for d in (ds, *randoms)
         ]
-        assert rates[0] >= 0.5, (alpha, rates)
-        assert sum(rates[1:]) / len(randoms) <= 0.1, (alpha, rates)
+        # measured (MEASUREMENTS.md, seed 0): 100% / 92% switched, random mean 1% / 0%,
+        # max 7% / 0%; the target is >= 50% against <= 10%
+        assert rates[0] >= 0.9, (alpha, rates)
+        assert sum(rates[1:]) / len(randoms) <= 0.03 and max(rates[1:]) <= 0.1, (alpha, rates)

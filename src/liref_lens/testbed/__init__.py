@@ -4,7 +4,7 @@
   100 held-out pairs, five cue words whose majority picks the mode) and `make_testbed`, the
   fixed prompt sets with their ground truth (fit set, borderline prompts, held-out prompts).
 - `train`: `train_testbed`, the seeded CPU training of a 3-layer GPT-2-style model
-  (d_model 128, 0.4 M parameters, about 3.5 minutes on one core), and `shipped_checkpoint`,
+  (d_model 128, 0.4 M parameters, about 4.5 minutes on one core), and `shipped_checkpoint`,
   the model trained by it with seed 0 and shipped in the package (1.6 MB, with its
   ``training.json`` and ``training_log.csv``). Retrain with ``python -m liref_lens.testbed DIR``.
 - `measure`: `switch_rate`, the behavioural readout (share of borderline answers that move
@@ -12,10 +12,10 @@
 
 What the shipped model shows (``MEASUREMENTS.md`` has every layer, alpha and control): the
 last-token difference-in-means between reasoning- and memory-mode prompts, added at the last
-position of layer 1 with alpha +-1.25, switches 66% / 76% of borderline answers (10
-norm-matched random directions: 5% / 3% on average); at layer 2, where the mode separates best
-and patching the last position alone switches 95%, the same kind of direction switches at most
-35%: separation is not mediation.
+position of layer 1 with alpha +-1.25, switches 100% / 92% of borderline answers (10
+norm-matched random directions: 1% / 0% on average); at layer 2, where the mode separates best
+and patching the last position alone switches 100%, the same kind of direction switches at
+most 17%: separation is not mediation.
 
 Example:
     >>> from liref_lens import load_model
