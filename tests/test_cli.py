@@ -132,3 +132,37 @@ def test_train_testbed_prints_its_metrics_next_to_the_shipped_ones(tmp_path, cap
     assert main(["train-testbed", "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_train_testbed_says_whether_it_rebuilt_the_reference_weights(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """Against a reference trained with the same recipe and seed here, the rerun's weights are
+    bit-identical; a reference whose weights differ by one byte is reported as drifted."""
+    import shutil
+
+    import liref_lens.testbed
+
+    ref = tmp_path / "ref"
+    assert main(["train-testbed", "--out", str(ref), "--steps", "12", "--no-progress"]) == 0
+    monkeypatch.setattr(liref_lens.testbed, "shipped_checkpoint", lambda: ref)
+    capsys.readouterr()
+    assert (
+        main(["train-testbed", "--out", str(tmp_path / "a"), "--steps", "12", "--no-progress"]) == 0
+    )
+    assert "bit-identical" in capsys.readouterr().out.splitlines()[-1]
+
+    other = tmp_path / "other"
+    shutil.copytree(ref, other)
+    blob = bytearray((other / "model.safetensors").read_bytes())
+    blob[-1] ^= 1  # one bit of the last weight
+    (other / "model.safetensors").write_bytes(bytes(blob))
+    monkeypatch.setattr(liref_lens.testbed, "shipped_checkpoint", lambda: other)
+    assert (
+        main(["train-testbed", "--out", str(tmp_path / "b"), "--steps", "12", "--no-progress"]) == 0
+    )
+    assert "weights differ" in capsys.readouterr().out.splitlines()[-1]
+
+    args = ["train-testbed", "--out", str(tmp_path / "c"), "--steps", "12", "--seed", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    assert "not a like-for-like check" in capsys.readouterr().out.splitlines()[-1]
