@@ -151,6 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import filecmp
     import json
 
     from .testbed import TrainConfig, shipped_checkpoint, train_testbed
@@ -169,9 +170,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"{'accuracy':<26} {'this run':>9}  {head}")
     for key, value in record["metrics"].items():
         print(f"{key.removeprefix('acc_'):<26} {value:>9.3f}  {shipped['metrics'][key]:.3f}")
+    weights = "model.safetensors"
     if not same:
         print("Recipe or seed differs from the shipped checkpoint's: not a like-for-like check.")
-    elif _same_bytes(args.out / "model.safetensors", shipped_dir / "model.safetensors"):
+    elif filecmp.cmp(args.out / weights, shipped_dir / weights, shallow=False):
         print("Same recipe and seed: the weights are bit-identical to the shipped checkpoint's.")
     else:
         print(
@@ -181,15 +183,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "held-out accuracy inside the seed spread (testbed/MEASUREMENTS.md)."
         )
     return 0
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    import hashlib
-
-    return (
-        all(p.is_file() for p in (a, b))
-        and len({hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)}) == 1
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
