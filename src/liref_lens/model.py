@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import tempfile
 import warnings
@@ -27,6 +26,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ._kvcache import bridge_cache_adapter as _bridge_cache_adapter
+from ._kvcache import check_cache_grew as _check_cache_grew
+from ._kvcache import forward_parameters as _forward_parameters
 from .positions import StepInfo, step_info
 
 __all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
@@ -292,15 +294,18 @@ class LensModel:
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         if self.backend == "bridge":
-            extra = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
-            out = self.model(
-                input_ids,
-                attention_mask=attention_mask,
-                past_key_values=past,
-                use_cache=True,
-                return_type="logits_and_cache",
-                **extra,
-            )
+            extra: dict[str, Any] = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
+            # transformers >= 5.24 names the cache ``cache`` (``past_key_values`` is deprecated
+            # and the layers pass ``cache=`` to attention, which the bridge does not read).
+            extra[self._cache_kwarg] = past
+            with _bridge_cache_adapter(self.model, enabled=self._cache_kwarg == "cache"):
+                out = self.model(
+                    input_ids,
+                    attention_mask=attention_mask,
+                    use_cache=True,
+                    return_type="logits_and_cache",
+                    **extra,
+                )
             logits, past = out[0], out[1]
         else:
             if past is None:
@@ -311,16 +316,19 @@ class LensModel:
                 )
             new_mask = attention_mask[:, -input_ids.shape[1] :]
             logits = self.model(input_ids, attention_mask=new_mask, past_kv_cache=past)
+        _check_cache_grew(past, int(attention_mask.shape[1]))
         return (logits[:, -1:] if last_only else logits), past
+
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        """The Hugging Face forward's name for the KV cache: ``cache`` (5.24+) or the old one."""
+        params = _forward_parameters(getattr(self.model, "original_model", None))
+        return "cache" if "cache" in params else "past_key_values"
 
     @functools.cached_property
     def _keeps_logits(self) -> bool:
         """Whether the bridged Hugging Face model's forward takes ``logits_to_keep``."""
-        forward = getattr(getattr(self.model, "original_model", None), "forward", None)
-        try:
-            return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
-        except (TypeError, ValueError):  # a forward without a readable signature
-            return False
+        return "logits_to_keep" in _forward_parameters(getattr(self.model, "original_model", None))
 
     # ----- tokenization --------------------------------------------------------------------
     @property
