@@ -23,11 +23,21 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["KVCacheError", "bridge_cache_adapter", "cache_length", "check_cache_grew"]
+__all__ = [
+    "KVCacheError",
+    "KVCacheFallbackWarning",
+    "bridge_cache_adapter",
+    "cache_length",
+    "check_cache_grew",
+]
 
 
 class KVCacheError(RuntimeError):
     """The key-value cache did not grow as a cached forward pass should have made it grow."""
+
+
+class KVCacheFallbackWarning(UserWarning):
+    """Generation found the KV cache not growing at its first step and ran without it."""
 
 
 def forward_parameters(module: Any) -> frozenset[str]:
@@ -80,7 +90,15 @@ def bridge_cache_adapter(bridge: Any, *, enabled: bool) -> Iterator[None]:
 
 
 def cache_length(past: Any) -> int | None:
-    """Positions held by a Hugging Face ``Cache`` or a legacy TransformerLens cache (None: unknown)."""
+    """Positions held by a Hugging Face ``Cache`` or a legacy TransformerLens cache.
+
+    None when the cache type is unknown.
+
+    Example:
+        >>> from transformers import DynamicCache
+        >>> cache_length(DynamicCache())
+        0
+    """
     get = getattr(past, "get_seq_length", None)
     if callable(get):
         return int(get())

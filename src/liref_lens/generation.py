@@ -11,6 +11,7 @@ Memory: the KV cache of the model for ``batch x (prompt + max_new_tokens)`` posi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._kvcache import KVCacheError, KVCacheFallbackWarning
 from .interventions import Op, intervene
 from .model import LensModel
 from .positions import StepInfo, step_info
@@ -40,7 +42,9 @@ def _next_token(
     if not do_sample:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    if generator is not None and generator.device != probs.device:  # a CPU generator: draw there
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def generate(
@@ -126,9 +130,19 @@ def _generate_batch(
             if use_cache:
                 new = tokens if step == 0 else tokens[:, -1:]
                 start = tokens.shape[1] - new.shape[1]
-                with step_info(StepInfo(mask, start, prompt_width, row_ids)):
-                    logits, past = model.step(new, mask, past, last_only=True)
-            else:
+                try:
+                    with step_info(StepInfo(mask, start, prompt_width, row_ids)):
+                        logits, past = model.step(new, mask, past, last_only=True)
+                except KVCacheError as err:
+                    if step > 0:  # tokens were already emitted from a cache that grew: not ours
+                        raise
+                    warnings.warn(
+                        f"{err} Falling back to generation without the KV cache (slower, exact).",
+                        KVCacheFallbackWarning,
+                        stacklevel=4,
+                    )
+                    use_cache = False
+            if not use_cache:
                 with step_info(StepInfo(mask, 0, prompt_width, row_ids)):
                     logits = model.model(tokens, attention_mask=mask)
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)

@@ -294,7 +294,9 @@ class LensModel:
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         if self.backend == "bridge":
-            extra: dict[str, Any] = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
+            extra: dict[str, Any] = {}
+            if last_only and self._keeps_logits:
+                extra["logits_to_keep"] = 1
             # transformers >= 5.24 names the cache ``cache`` (``past_key_values`` is deprecated
             # and the layers pass ``cache=`` to attention, which the bridge does not read).
             extra[self._cache_kwarg] = past
