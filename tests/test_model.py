@@ -161,3 +161,38 @@ def test_step_last_only_equals_full_step(lm: LensModel) -> None:
         want, _ = lm.step(nxt, mask, past_full)
         got, _ = lm.step(nxt, mask, past_last, last_only=True)
     torch.testing.assert_close(got, want[:, -1:], atol=1e-5, rtol=0)
+
+
+def test_non_integer_layers_are_refused_not_truncated(lm: LensModel) -> None:
+    import numpy as np
+
+    for bad in (1.5, 1.0, "1", True):
+        with pytest.raises(TypeError, match="layer must be an integer"):
+            lm.resolve_layers([bad])
+    assert lm.resolve_layers([np.int64(1), torch.tensor(2)]) == [1, 2]
+
+
+def test_lone_surrogates_and_non_strings_get_clear_errors(lm: LensModel) -> None:
+    with pytest.raises(ValueError, match=r"prompt 1 is not valid Unicode text.*character 2"):
+        lm.encode(["w1", "w2\ud800 w3"])
+    with pytest.raises(TypeError, match="prompt 0 is a int"):
+        lm.encode([3])  # type: ignore[list-item]
+
+
+def test_prompts_longer_than_the_position_table_are_refused(lm: LensModel) -> None:
+    from liref_lens import generate
+
+    limit = lm.max_positions
+    long_prompt = " ".join(["w1"] * 70)  # the tiny models have 64 positions
+    if limit is None:  # rotary (Llama): no table to run off; the forward pass still runs
+        assert lm.cfg.positional_embedding_type != "standard"
+        assert lm.forward(lm.tokenize([long_prompt])).shape[1] == 71
+        return
+    assert limit == 64
+    with pytest.raises(ValueError, match=r"has 71 tokens.*at most 64 positions"):
+        lm.tokenize([long_prompt])
+    fits = " ".join(["w1"] * 60)  # 61 tokens with BOS: 61 + 8 new tokens do not fit
+    with pytest.raises(ValueError, match="prompt plus max_new_tokens has 69 tokens"):
+        generate(lm, [fits], max_new_tokens=8)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        generate(lm, ["w1"], batch_size=0)

@@ -81,7 +81,10 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if do_sample and temperature <= 0:
         raise ValueError("temperature must be > 0 when sampling")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     ids = model.encode(prompts, prepend_bos=prepend_bos)
+    model.check_length(max(map(len, ids)) + max_new_tokens, what="prompt plus max_new_tokens")
     eos = model.tokenizer.eos_token_id
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos or 0
     out: list[list[int]] = []

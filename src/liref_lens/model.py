@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -208,8 +209,14 @@ class LensModel:
 
     def resolve_layer(self, layer: int) -> int:
         """A layer index checked against the model; negative indices count from the end."""
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layer must be an int, got {layer!r}")
+        try:
+            if isinstance(layer, bool):
+                raise TypeError
+            layer = operator.index(layer)  # ints, numpy and 0-d torch integers; not 1.5 or "1"
+        except TypeError:
+            raise TypeError(
+                f"layer must be an integer, got {layer!r} ({type(layer).__name__})"
+            ) from None
         if not -self.n_layers <= layer < self.n_layers:
             raise ValueError(
                 f"layer {layer} is out of range for a {self.n_layers}-layer model; "
@@ -223,7 +230,7 @@ class LensModel:
             return list(range(self.n_layers))
         if isinstance(layers, int):
             layers = [layers]
-        resolved = [self.resolve_layer(int(layer)) for layer in layers]
+        resolved = [self.resolve_layer(layer) for layer in layers]
         if not resolved:
             raise ValueError("layers is empty; pass at least one layer or None for all")
         if len(set(resolved)) != len(resolved):
@@ -350,6 +357,7 @@ class LensModel:
             raise ValueError("the tokenizer has no BOS or EOS token; pass prepend_bos=False")
         out: list[list[int]] = []
         for i, prompt in enumerate(prompts):
+            _check_text(i, prompt)
             ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
             if bos and (not ids or ids[0] != bos_id):
                 ids = [bos_id, *ids]
@@ -367,6 +375,7 @@ class LensModel:
         if pad_id is None:
             pad_id = tok.eos_token_id if tok.eos_token_id is not None else 0
         width = max(len(row) for row in ids)
+        self.check_length(width, what="prompt")
         input_ids = torch.full((len(ids), width), int(pad_id), dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for i, row in enumerate(ids):
@@ -374,6 +383,29 @@ class LensModel:
             input_ids[i, span] = torch.tensor(row, dtype=torch.long)
             mask[i, span] = 1
         return Batch(input_ids, mask)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model can embed (learned absolute positions), else None.
+
+        Rotary and other relative schemes have no hard table to run off; a longer sequence
+        only leaves the trained range, which the caller may intend.
+        """
+        if getattr(self.model.cfg, "positional_embedding_type", None) != "standard":
+            return None
+        n_ctx = getattr(self.model.cfg, "n_ctx", None)
+        return int(n_ctx) if isinstance(n_ctx, int) else None
+
+    def check_length(self, n_tokens: int, *, what: str = "sequence") -> None:
+        """Raise a clear error if ``n_tokens`` positions exceed the model's position table."""
+        limit = self.max_positions
+        if limit is not None and n_tokens > limit:
+            raise ValueError(
+                f"the longest {what} has {n_tokens} tokens, but this model embeds at most "
+                f"{limit} positions (learned position table, n_ctx={limit}); shorten the "
+                "prompts (fewer few-shot examples, a shorter template), generate fewer tokens, "
+                "or use a model with a longer context"
+            )
 
     def tokenize(
         self,
@@ -425,6 +457,20 @@ class LensModel:
             f"LensModel({self.name!r}, backend={self.backend}, n_layers={self.n_layers}, "
             f"d_model={self.d_model}, device={self.device})"
         )
+
+
+def _check_text(i: int, prompt: Any) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt {i} is a {type(prompt).__name__}, not a string: {prompt!r}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"prompt {i} is not valid Unicode text: {err.reason} at character {err.start} "
+            f"({prompt[max(0, err.start - 10) : err.end + 10]!r}); a lone surrogate usually comes "
+            "from decoding bytes with errors='surrogateescape' or a broken JSON escape. Clean "
+            "it first, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
 
 
 def _is_local(name_or_path: str) -> bool:
@@ -538,6 +584,20 @@ def _sizes_from_weights(cfg: Any, state_dict: dict[str, Tensor]) -> Any:
     return replace(cfg, **fixed)
 
 
+def default_dtype(device: str | torch.device | None) -> torch.dtype:
+    """bfloat16 where the model will sit on a CUDA device, float32 elsewhere.
+
+    ``device=None`` means TransformerLens's choice: CUDA when available.
+
+    Example:
+        >>> default_dtype("cpu"), default_dtype("cuda:1")
+        (torch.float32, torch.bfloat16)
+    """
+    if device is None:
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
 def load_model(
     name_or_path: str,
     device: str | torch.device | None = None,
@@ -552,7 +612,9 @@ def load_model(
         name_or_path: a hub id (``"EleutherAI/pythia-410m"``) or a local directory holding a
             Hugging Face checkpoint (``config.json``, weights, tokenizer files).
         device: where to put the model (default: TransformerLens's choice, CUDA if present).
-        dtype: parameter dtype (default float32).
+        dtype: parameter dtype. Default: bfloat16 on a CUDA device (half the memory, the
+            tensor cores' format), float32 elsewhere. Directions are fitted in float64
+            whatever this is, and cast per hook.
         backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``, the default where
             available) or ``"hooked_transformer"`` (legacy ``HookedTransformer``, loaded
             without weight processing so activations equal the Hugging Face model's).
@@ -581,7 +643,7 @@ def load_model(
         raise FileNotFoundError(f"no model directory at {name_or_path!r}")
     loader = _load_bridge if backend == "bridge" else _load_hooked
     try:
-        model = loader(name_or_path, device, dtype or torch.float32, **kwargs)
+        model = loader(name_or_path, device, dtype or default_dtype(device), **kwargs)
     except OSError as err:
         if local:
             raise
