@@ -15,6 +15,7 @@ from liref_lens import (
     mean,
     stream_activations,
 )
+from liref_lens.cache import drop_attention_patterns
 
 
 def _hf_states(hf_model, ids: list[int]) -> torch.Tensor:
@@ -86,8 +87,11 @@ def test_bad_inputs(lm: LensModel, prompts) -> None:
         cache_activations(lm, prompts, layers=[0, 7], progress=False)
     with pytest.raises(ValueError, match=r"position at\(-3\) is beyond prompt 1, which has 2"):
         cache_activations(lm, prompts, position=at(-3), progress=False)
-    with pytest.raises(ValueError, match="batch_size"):
-        cache_activations(lm, prompts, batch_size=0, progress=False)
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            cache_activations(lm, prompts, batch_size=bad, progress=False)
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            stream_activations(lm, prompts, ["a"] * len(prompts), batch_size=bad, progress=False)
     assert not any(hp.fwd_hooks for hp in lm.model.hook_dict.values())
 
 
@@ -131,3 +135,81 @@ def test_stream_equals_cached_means(lm: LensModel, prompts) -> None:
         rows = torch.tensor([lab == cls for lab in labels])
         want = acts.tensor[rows].double().mean(0)
         torch.testing.assert_close(stats.mean(cls), want, atol=1e-6, rtol=0)
+
+
+def _retained(lm: LensModel) -> list[str]:
+    return [n for n, m in lm.model.named_modules() if getattr(m, "_pattern", None) is not None]
+
+
+def test_attention_patterns_are_dropped_during_and_after_caching(lm: LensModel, prompts) -> None:
+    batch = lm.tokenize(prompts)
+    with torch.no_grad():
+        lm.forward(batch)
+    if "gpt2" in lm.architecture.lower() and lm.backend == "bridge":
+        # The bridge's fused-QKV attention keeps every layer's pattern after a plain forward.
+        assert len(_retained(lm)) == lm.n_layers
+    seen_during: list[list[str]] = []
+    pattern_shapes: list[tuple[int, ...]] = []
+    spies = [
+        (lm.hook_name(2, "resid_pre"), lambda act, hook: seen_during.append(_retained(lm))),
+        ("blocks.0.attn.hook_pattern", lambda act, hook: pattern_shapes.append(act.shape)),
+    ]
+    with lm.hooks(spies):
+        acts = cache_activations(lm, prompts, layers=[2], progress=False)
+    assert seen_during == [[]]  # layers 0 and 1 already ran: their patterns are gone
+    n, s = len(prompts), batch.input_ids.shape[1]
+    assert pattern_shapes == [(n, lm.cfg.n_heads, s, s)]  # pattern hooks still see it
+    assert _retained(lm) == []
+    reference = cache_activations(lm, prompts, layers=[2], progress=False)
+    assert torch.equal(acts.tensor, reference.tensor)
+
+
+def test_drop_attention_patterns_cleans_up_after_an_exception(lm: LensModel, prompts) -> None:
+    batch = lm.tokenize(prompts)
+
+    def torch_hooks() -> list[tuple[str, int]]:
+        return [(n, len(m._forward_hooks)) for n, m in lm.model.named_modules()]
+
+    before = torch_hooks()
+    with pytest.raises(RuntimeError, match="boom"), drop_attention_patterns(lm):
+        with torch.no_grad():
+            lm.forward(batch)
+        raise RuntimeError("boom")
+    assert _retained(lm) == []
+    assert torch_hooks() == before
+
+
+def test_running_stats_variance_far_from_zero() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3000, 4, generator=gen, dtype=torch.float64) * 0.01 + 1e4
+    rs = RunningStats(("a",), (4,), second_moments=True)
+    for i in range(0, 3000, 7):  # uneven batches
+        rs.update(x[i : i + 7], ["a"] * len(x[i : i + 7]))
+    want = x.numpy().var(0)  # numpy float64, two-pass
+    np.testing.assert_allclose(rs.var("a").numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(rs.mean("a").numpy(), x.numpy().mean(0), rtol=1e-14)
+
+
+def test_running_stats_merge_equals_one_accumulator() -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 3, generator=gen) + 5
+    labels = ["p" if i % 4 else "q" for i in range(40)]
+    whole = RunningStats(("p", "q"), (3,), second_moments=True)
+    whole.update(x, labels)
+    parts = [RunningStats(("p", "q"), (3,), second_moments=True) for _ in range(3)]
+    for part, lo, hi in zip(parts, (0, 5, 23), (5, 23, 40), strict=True):
+        part.update(x[lo:hi], labels[lo:hi])
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    xn = x.double().numpy()
+    for cls in ("p", "q"):
+        rows = np.array([lab == cls for lab in labels])
+        assert merged.count(cls) == whole.count(cls) == rows.sum()
+        np.testing.assert_allclose(merged.mean(cls).numpy(), xn[rows].mean(0), rtol=1e-13)
+        np.testing.assert_allclose(merged.var(cls).numpy(), xn[rows].var(0), rtol=1e-11)
+        torch.testing.assert_close(
+            merged.sums[whole.classes.index(cls)], whole.sums[0 if cls == "p" else 1]
+        )
+    with pytest.raises(ValueError, match="same classes and shape"):
+        merged.merge(RunningStats(("p",), (3,)))
+    with pytest.raises(ValueError, match="no second moments"):
+        merged.merge(RunningStats(("p", "q"), (3,)))

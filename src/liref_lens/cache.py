@@ -4,16 +4,26 @@
 hook**, reduces the activation to the chosen positions, so memory is
 O(n_prompts x layers x width) whatever the sequence length (``every()`` keeps one row per
 real token). The forward pass stops as soon as the last requested hook has fired: later
-blocks and the unembedding are never run. Attention patterns are never stored.
+blocks and the unembedding are never run.
+
+Memory: TransformerLens 4's bridge keeps each fused-QKV attention layer's pattern
+(``attn._pattern``, ``[batch, head, pos, pos]``) on the module until the next forward, so a
+forward would hold every layer's pattern at once (peak memory growing with layers x pos^2).
+`drop_attention_patterns` frees each layer's pattern as soon as that layer has run;
+`cache_activations` runs every forward inside it, so its peak holds at most one layer's
+attention (the bridge still computes attention eagerly, with ``[batch, head, pos, pos]``
+scores inside the layer).
 
 `stream_activations` feeds the same reduced vectors into a `RunningStats` of per-class float64
-sums, counts and (optionally) sums of squares, so the class means of millions of prompts need
-constant memory.
+counts, means and (optionally) sums of squared deviations, merged with Chan et al.'s parallel
+update, so the class means and variances of millions of prompts need constant memory and stay
+accurate far from zero.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +36,59 @@ from tqdm.auto import tqdm
 from .model import Batch, LensModel
 from .positions import Position, Selection, last
 
-__all__ = ["Activations", "RunningStats", "cache_activations", "stream_activations"]
+__all__ = [
+    "Activations",
+    "RunningStats",
+    "cache_activations",
+    "drop_attention_patterns",
+    "stream_activations",
+]
+
+# Attributes where TransformerLens bridge attention modules park per-forward tensors.
+_RETAINED_ATTRS = ("_pattern", "_attn_scores")
+
+
+def _clear_retained(module: torch.nn.Module, *_: Any) -> None:
+    for attr in _RETAINED_ATTRS:
+        if getattr(module, attr, None) is not None:
+            setattr(module, attr, None)
+
+
+@contextmanager
+def drop_attention_patterns(model: LensModel | torch.nn.Module) -> Iterator[None]:
+    """Free each attention layer's retained pattern as soon as the layer has run.
+
+    TransformerLens 4's bridge stores the attention pattern of fused-QKV attention layers
+    (GPT-2 style) on the module (``_pattern``) and keeps it until the layer runs again, so
+    one forward ends holding ``n_layers`` patterns of ``[batch, head, pos, pos]``. Inside this
+    context a forward hook on every such module drops it right after the module returns
+    (hooks on ``hook_pattern`` still see the pattern); on entry and on exit, also after an
+    exception, every retained pattern is dropped and the hooks are removed. Models that keep
+    no pattern (the legacy ``HookedTransformer``, the bridge's rotary attention) are left as
+    they are.
+
+    Args:
+        model: a `LensModel` or any ``torch.nn.Module`` (e.g. ``lm.model``).
+
+    Example:
+        >>> with drop_attention_patterns(lm):
+        ...     logits = lm.forward(lm.tokenize(["w1 w2 w3"]))
+        >>> [m for m in lm.model.modules() if getattr(m, "_pattern", None) is not None]
+        []
+    """
+    root = model.model if isinstance(model, LensModel) else model
+    holders = [m for m in root.modules() if any(hasattr(m, a) for a in _RETAINED_ATTRS)]
+    handles = []
+    try:
+        for module in holders:
+            _clear_retained(module)
+            handles.append(module.register_forward_hook(_clear_retained))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in holders:
+            _clear_retained(module)
 
 
 @dataclass(frozen=True)
@@ -109,19 +171,26 @@ def _replace(acts: Activations, **changes: Any) -> Activations:
 
 
 class RunningStats:
-    """Streaming per-class float64 sums and counts (and optionally sums of squares).
+    """Streaming per-class float64 counts and means (and optionally variances).
+
+    Each `update` summarises its batch per class (count, mean, and with ``second_moments``
+    the sum of squared deviations from the batch mean, all in float64) and folds that into
+    the running state with Chan et al.'s parallel update; `merge` folds in another
+    accumulator the same way. Variances are therefore accurate far from zero (no
+    ``E[x^2] - mean^2`` cancellation), and the state after a given sequence of batches does
+    not depend on how it was split across accumulators merged in the same order.
 
     Args:
         classes: class names, e.g. ``("reasoning", "memory")``.
         shape: shape of one vector, e.g. ``(n_layers, d_model)``.
-        second_moments: also accumulate per-coordinate sums of squares (for variances).
+        second_moments: also track sums of squared deviations (for `var`).
 
     Example:
         >>> import torch
-        >>> rs = RunningStats(("a", "b"), (2,))
+        >>> rs = RunningStats(("a", "b"), (2,), second_moments=True)
         >>> rs.update(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), ["a", "a", "b"])
-        >>> rs.mean("a").tolist()
-        [2.0, 3.0]
+        >>> rs.mean("a").tolist(), rs.var("a").tolist()
+        ([2.0, 3.0], [1.0, 1.0])
     """
 
     def __init__(
@@ -131,13 +200,18 @@ class RunningStats:
             raise ValueError(f"classes must be distinct names, got {list(classes)}")
         self.classes = tuple(classes)
         self.shape = tuple(int(s) for s in shape)
-        self.sums = torch.zeros((len(classes), *self.shape), dtype=torch.float64)
         self.counts = torch.zeros(len(classes), dtype=torch.long)
-        self.sq_sums = (
-            torch.zeros((len(classes), *self.shape), dtype=torch.float64)
-            if second_moments
-            else None
-        )
+        self.means = torch.zeros((len(classes), *self.shape), dtype=torch.float64)
+        self.m2 = torch.zeros_like(self.means) if second_moments else None
+
+    @property
+    def second_moments(self) -> bool:
+        return self.m2 is not None
+
+    @property
+    def sums(self) -> Tensor:
+        """Float64 per-class sums (``count x mean``)."""
+        return self.means * self.counts.view(-1, *([1] * len(self.shape)))
 
     def _class_ids(self, labels: Sequence[str] | Tensor, n: int) -> Tensor:
         if isinstance(labels, Tensor):
@@ -161,21 +235,46 @@ class RunningStats:
         if not bool(torch.isfinite(x64).all()):
             raise ValueError("vectors contain NaN or inf; check the model's dtype and inputs")
         ids = self._class_ids(labels, x.shape[0])
-        self.sums.index_add_(0, ids, x64)
-        self.counts += torch.bincount(ids, minlength=len(self.classes))
-        if self.sq_sums is not None:
-            self.sq_sums.index_add_(0, ids, x64 * x64)
+        batch = RunningStats(self.classes, self.shape, second_moments=self.second_moments)
+        for c in range(len(self.classes)):
+            rows = x64[ids == c]
+            if rows.shape[0] == 0:
+                continue
+            batch.counts[c] = rows.shape[0]
+            batch.means[c] = rows.mean(0)
+            if batch.m2 is not None:
+                batch.m2[c] = ((rows - batch.means[c]) ** 2).sum(0)
+        self.merge(batch)
 
     def merge(self, other: RunningStats) -> RunningStats:
-        """Fold another accumulator of the same classes and shape into this one."""
+        """Fold another accumulator of the same classes and shape into this one (Chan et al.).
+
+        Example:
+            >>> a, b = RunningStats(("x",), (1,)), RunningStats(("x",), (1,))
+            >>> a.update(torch.tensor([[1.0]]), ["x"]); b.update(torch.tensor([[3.0]]), ["x"])
+            >>> a.merge(b).mean("x").tolist()
+            [2.0]
+        """
         if other.classes != self.classes or other.shape != self.shape:
             raise ValueError("can only merge RunningStats with the same classes and shape")
-        self.sums += other.sums
-        self.counts += other.counts
-        if self.sq_sums is not None:
-            if other.sq_sums is None:
-                raise ValueError("the other RunningStats has no second moments")
-            self.sq_sums += other.sq_sums
+        if self.m2 is not None and other.m2 is None:
+            raise ValueError("the other RunningStats has no second moments")
+        for c in range(len(self.classes)):
+            nb = int(other.counts[c])
+            if nb == 0:
+                continue
+            na = int(self.counts[c])
+            if na == 0:
+                self.means[c] = other.means[c]
+                if self.m2 is not None and other.m2 is not None:
+                    self.m2[c] = other.m2[c]
+            else:
+                n = na + nb
+                delta = other.means[c] - self.means[c]
+                self.means[c] = self.means[c] + delta * (nb / n)
+                if self.m2 is not None and other.m2 is not None:
+                    self.m2[c] = self.m2[c] + other.m2[c] + delta * delta * (na * nb / n)
+            self.counts[c] += nb
         return self
 
     def _index(self, cls: str) -> int:
@@ -191,16 +290,14 @@ class RunningStats:
 
     def mean(self, cls: str) -> Tensor:
         """Float64 mean of one class."""
-        i = self._index(cls)
-        return self.sums[i] / self.counts[i]
+        return self.means[self._index(cls)].clone()
 
     def var(self, cls: str) -> Tensor:
         """Float64 per-coordinate population variance of one class (needs second moments)."""
-        if self.sq_sums is None:
+        if self.m2 is None:
             raise ValueError("variance needs RunningStats(..., second_moments=True)")
         i = self._index(cls)
-        m = self.sums[i] / self.counts[i]
-        return (self.sq_sums[i] / self.counts[i] - m * m).clamp_min(0)
+        return self.m2[i] / self.counts[i]
 
 
 class _StopForward(Exception):
@@ -257,7 +354,7 @@ def _capture(
         return hook
 
     hooks = [(names[(layer, site)], make_hook(li, layer, site)) for li, layer, site in plan]
-    with torch.no_grad(), lm.hooks(hooks):
+    with torch.no_grad(), drop_attention_patterns(lm), lm.hooks(hooks):
         try:
             lm.forward(batch, row_ids=row_ids)
         except _StopForward:
@@ -266,6 +363,14 @@ def _capture(
         missing = sorted(set(names) - fired)
         raise RuntimeError(f"hooks {missing} never fired during the forward pass")
     return out
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a positive int (prompts per forward pass), got {batch_size!r}; "
+            "pass e.g. batch_size=32, or 1 to run one prompt at a time"
+        )
 
 
 def _iter_chunks(
@@ -280,15 +385,18 @@ def _iter_chunks(
     padding_side: str,
     prepend_bos: bool | None,
     storage_device: torch.device | str,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[_Chunk]:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    """Reduced activations batch by batch; with ``shard=(rank, world)`` only the batches
+    ``rank, rank + world, ...`` of the (world-independent) length-sorted batch list."""
+    _check_batch_size(batch_size)
     ids = lm.encode(prompts, prepend_bos=prepend_bos)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep order
     plan = [(li, layer, site) for li, layer in enumerate(layers) for site in sites]
     names = {(layer, site): lm.hook_name(layer, site) for _, layer, site in plan}
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for chunk in tqdm(batches, desc="caching", disable=not progress, unit="batch"):
+    rank, world = shard
+    for chunk in tqdm(batches[rank::world], desc="caching", disable=not progress, unit="batch"):
         batch = lm.pad([ids[i] for i in chunk], padding_side=padding_side).to(lm.device)
         sel = position.select(batch.attention_mask, row_ids=chunk)
         out = _capture(lm, batch, sel, plan, names, dtype, chunk)
@@ -298,6 +406,45 @@ def _iter_chunks(
             out_prompt=chunk_t[sel.out_row.cpu()],
             token_rank=sel.token_rank.cpu(),
         )
+
+
+def _n_batches(n_prompts: int, batch_size: int) -> int:
+    return -(-n_prompts // batch_size)
+
+
+def _assemble(
+    model: LensModel,
+    chunks: Sequence[_Chunk],
+    layer_list: list[int],
+    site_list: list[str],
+    position: Position,
+    n_prompts: int,
+) -> Activations:
+    """Chunks (in any order) as `Activations` in prompt order, checked for NaN and inf."""
+    # Put rows back in prompt order (for every(): prompt order, then token order).
+    out_prompt = torch.cat([c.out_prompt for c in chunks])
+    token_rank = torch.cat([c.token_rank for c in chunks])
+    order = torch.from_numpy(np.lexsort((token_rank.numpy(), out_prompt.numpy())))
+    data = {s: torch.cat([c.data[s] for c in chunks])[order] for s in site_list}
+    for site, tensor in data.items():
+        bad = ~torch.isfinite(tensor).all(dim=-1)
+        if bool(bad.any()):
+            row, li = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"activations at site {site!r} contain NaN or inf (first: prompt "
+                f"{int(out_prompt[order][row])}, layer {layer_list[li]}); the model overflowed "
+                "or its weights are broken: try dtype=torch.float32 when loading"
+            )
+    return Activations(
+        data=data,
+        layers=tuple(layer_list),
+        position=str(position),
+        prompt_index=out_prompt[order],
+        token_rank=token_rank[order],
+        n_prompts=n_prompts,
+        model_fingerprint=model.fingerprint,
+        model_name=model.name,
+    )
 
 
 def cache_activations(
@@ -338,6 +485,7 @@ def cache_activations(
         >>> acts.tensor.shape  # [prompts, layers, d_model]
         torch.Size([2, 2, 32])
     """
+    _check_batch_size(batch_size)
     position = position if position is not None else last()
     layer_list = model.resolve_layers(layers)
     site_list = _check_sites(model, sites)
@@ -356,30 +504,7 @@ def cache_activations(
             storage_device,
         )
     )
-    # Put rows back in prompt order (for every(): prompt order, then token order).
-    out_prompt = torch.cat([c.out_prompt for c in chunks])
-    token_rank = torch.cat([c.token_rank for c in chunks])
-    order = torch.from_numpy(np.lexsort((token_rank.numpy(), out_prompt.numpy())))
-    data = {s: torch.cat([c.data[s] for c in chunks])[order] for s in site_list}
-    for site, tensor in data.items():
-        bad = ~torch.isfinite(tensor).all(dim=-1)
-        if bool(bad.any()):
-            row, li = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(
-                f"activations at site {site!r} contain NaN or inf (first: prompt "
-                f"{int(out_prompt[order][row])}, layer {layer_list[li]}); the model overflowed "
-                "or its weights are broken: try dtype=torch.float32 when loading"
-            )
-    return Activations(
-        data=data,
-        layers=tuple(layer_list),
-        position=str(position),
-        prompt_index=out_prompt[order],
-        token_rank=token_rank[order],
-        n_prompts=len(prompts),
-        model_fingerprint=model.fingerprint,
-        model_name=model.name,
-    )
+    return _assemble(model, chunks, layer_list, site_list, position, len(prompts))
 
 
 def stream_activations(
@@ -409,6 +534,7 @@ def stream_activations(
     """
     if len(labels) != len(prompts):
         raise ValueError(f"got {len(labels)} labels for {len(prompts)} prompts")
+    _check_batch_size(batch_size)
     position = position if position is not None else last()
     layer_list = model.resolve_layers(layers)
     site_list = _check_sites(model, [site])
