@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from liref_lens.cli import _layers, main
+from liref_lens.cli import _layers, build_parser, main
 from liref_lens.directions import DirectionSet
 
 DATA = Path(__file__).parent / "data"
@@ -85,6 +88,23 @@ def test_fit_sweep_report(model_dirs, tmp_path, capsys) -> None:
     assert "report.html" in out
 
 
+def test_printed_tables_name_their_metric(model_dirs, tmp_path, capsys) -> None:
+    """fit's table is headed 'auroc' and says what it is, with the values of scores.csv."""
+    run = tmp_path / "run"
+    args = ["--reasoning-task", f"gsm8k:{DATA / 'gsm8k_test.jsonl'}"]
+    args += ["--memory-task", f"popqa:{DATA / 'popqa_test.csv'}"]
+    model = ["--model", str(model_dirs["llama"]), "--device", "cpu", "--out", str(run)]
+    assert main(["fit", *model, "--no-progress", "--layers", "1", *args]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("AUROC of the projection on each layer's direction, gsm8k vs popqa")
+    assert out[1].split() == ["layer", "auroc", "ci_low", "ci_high"]
+    scores = pd.read_csv(run / "scores.csv")
+    auc = scores[scores.score == "auroc"].iloc[0]
+    assert [float(x) for x in out[2].split()] == pytest.approx(
+        [1, auc["value"], auc["ci_low"], auc["ci_high"]], abs=5e-4
+    )
+
+
 def test_cli_errors_are_messages(tmp_path, capsys) -> None:
     rc = main(
         [
@@ -94,13 +114,13 @@ def test_cli_errors_are_messages(tmp_path, capsys) -> None:
             "--out",
             str(tmp_path),
             "--reasoning-task",
-            "gsm8k",
+            f"gsm8k:{DATA / 'gsm8k_test.jsonl'}",
             "--memory-task",
-            "popqa",
+            f"popqa:{DATA / 'popqa_test.csv'}",
         ]
     )
     assert rc == 2
-    assert "no model directory" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("liref-lens: error: no model directory")
     assert main(["report", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         main(["sweep"])
@@ -109,6 +129,206 @@ def test_cli_errors_are_messages(tmp_path, capsys) -> None:
 def test_layer_ranges() -> None:
     assert _layers("0-3,7") == [0, 1, 2, 3, 7]
     assert _layers("-1") == [-1]
+    assert _layers("-3--1") == [-3, -2, -1]
+    for bad in ("abc", "1-x", "3-1", ","):
+        with pytest.raises(argparse.ArgumentTypeError, match="4,8,12"):
+            _layers(bad)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if a command loads a model."""
+    import liref_lens.model
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(liref_lens.model, "load_model", fail)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ([], "give --task (one labelled task, split by its labels) or both --reasoning-task"),
+        (["--reasoning-task", "gsm8k"], "or both --reasoning-task and --memory-task"),
+        (["--task", "gsm8k", "--layers", "abc"], "bad layers 'abc': expected comma-separated"),
+        (["--task", "gsm9k"], "unknown task 'gsm9k'; known: ceval, gsm8k"),
+        (["--task", "gsm8k", "--position", "first()"], "expected last(), mean()"),
+        (["--task", "gsm8k", "--site", "resid"], "invalid choice: 'resid'"),
+        (["--task", "gsm8k", "--threads", "0"], "expected 'auto' or a whole number >= 1"),
+        (["--task", "gsm8k", "--memory-task", "popqa"], "not both"),
+    ],
+)
+def test_fit_checks_its_arguments_before_loading_the_model(
+    extra, says, tmp_path, capsys, no_model_load
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--model", "some/model", "--out", str(tmp_path), *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: liref-lens fit") and says in err, err
+
+
+def test_sweep_checks_its_inputs_before_loading_the_model(tmp_path, capsys, no_model_load) -> None:
+    base = ["sweep", "--model", "m", "--out", str(tmp_path), "--task", "gsm8k", "--layers", "1"]
+    with pytest.raises(SystemExit):
+        main([*base, "--alphas", "x", "--directions", "d"])
+    assert "not a comma-separated list of numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--alphas", "1", "--directions", "d", "--ops", "add,steer"])
+    assert "unknown ops ['steer']" in capsys.readouterr().err
+    rc = main([*base, "--alphas", "1", "--directions", str(tmp_path / "nope.safetensors")])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        f"liref-lens: error: no direction-set file at {tmp_path / 'nope.safetensors'}\n"
+    )
+
+
+def test_a_task_file_missing_a_column_is_one_line_before_the_model_loads(
+    tmp_path, capsys, no_model_load
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "1 + 1?"}) + "\n")
+    args = ["fit", "--model", "m", "--out", str(tmp_path / "run"), "--task", f"gsm8k:{bad}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("liref-lens: error: ") and "answer" in err
+    assert "Traceback" not in err and err != "liref-lens: error: 'answer'\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (ValueError("the longest prompt has 17 tokens,\n  but n_ctx=16"),
+         "the longest prompt has 17 tokens, but n_ctx=16"),
+        (KeyError("answer"), "missing key 'answer'"),
+        (KeyError("unknown hook site 'x'; use one of resid_pre"),
+         "unknown hook site 'x'; use one of resid_pre"),
+        (FileNotFoundError("no such file: a.csv"), "no such file: a.csv"),
+        (ConnectionError("hub unreachable"), "hub unreachable"),
+    ],
+)  # fmt: skip
+def test_library_errors_print_one_line_and_exit_2(
+    error, line, tmp_path, capsys, monkeypatch
+) -> None:
+    """Any ValueError/KeyError/OSError from the library during a command: one line, status 2;
+    --debug re-raises it with its traceback."""
+    import liref_lens.recipe
+
+    def raise_(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(liref_lens.recipe, "report_run", raise_)
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"liref-lens: error: {line}\n"
+    with pytest.raises(type(error)):
+        main(["report", str(tmp_path), "--debug"])
+
+
+def test_third_party_deprecations_are_hidden_ours_are_shown(tmp_path, capsys, monkeypatch) -> None:
+    import liref_lens.recipe
+
+    def noisy(run):
+        for module in ("transformers.generation.utils", "transformer_lens.model_bridge", "torch"):
+            warnings.warn_explicit("x is deprecated", FutureWarning, "f.py", 1, module=module)
+            warnings.warn_explicit("y is deprecated", DeprecationWarning, "f.py", 1, module=module)
+        warnings.warn_explicit(
+            "our own note", UserWarning, "recipe.py", 1, module="liref_lens.recipe"
+        )
+        warnings.warn_explicit(
+            "our deprecation", FutureWarning, "recipe.py", 2, module="liref_lens.x"
+        )
+        return run / "report.html"
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(liref_lens.recipe, "report_run", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # Python's defaults, not pytest's "error"
+        monkeypatch.setattr(warnings, "showwarning", show)
+        assert main(["report", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "deprecated" not in err
+    assert "UserWarning: our own note" in err and "FutureWarning: our deprecation" in err
+
+
+def test_threads_auto_is_one_for_small_models_and_n_is_honoured(
+    model_dirs, tmp_path, capsys, monkeypatch
+) -> None:
+    """fit runs with the chosen thread count, says it on stderr, and restores the count."""
+    import torch
+
+    import liref_lens.recipe
+
+    seen: list[int] = []
+
+    def fit_run(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(liref_lens.recipe, "fit_run", fit_run)
+    before = torch.get_num_threads()
+    cmd = ["fit", "--model", str(model_dirs["llama"]), "--device", "cpu", "--out", str(tmp_path)]
+    cmd += ["--task", f"mmlu_pro:{DATA / 'mmlu_pro_test.parquet'}", "--no-progress"]
+    try:
+        torch.set_num_threads(3)
+        assert main(cmd) == 2
+        assert main([*cmd, "--threads", "2"]) == 2
+        assert torch.get_num_threads() == 3  # restored after each command
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
+    err = capsys.readouterr().err.splitlines()
+    assert "torch threads: 1 (auto: small model, 0.0M parameters)" in err[0]
+    assert "torch threads: 2 (--threads 2)" in err[2]
+
+
+def test_choose_threads() -> None:
+    import torch
+
+    from liref_lens._threads import SMALL_MODEL_PARAMETERS, choose_threads
+
+    assert choose_threads("auto", SMALL_MODEL_PARAMETERS - 1)[0] == 1
+    assert choose_threads("auto", SMALL_MODEL_PARAMETERS)[0] == torch.get_num_threads()
+    assert choose_threads(4, 10) == (4, "--threads 4")
+    with pytest.raises(ValueError, match="whole number"):
+        choose_threads(0, 10)
+
+
+def test_demo_threads_auto_runs_the_testbed_on_one_thread(tmp_path, capsys, monkeypatch) -> None:
+    import torch
+
+    import liref_lens.demo
+
+    seen: list[int] = []
+    monkeypatch.setattr(liref_lens.demo, "_run", lambda *a: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+        assert main(["demo", "--out", str(tmp_path), "--no-progress", "--threads", "3"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 3]
+    assert "torch threads: 1 (auto: small model, 0." in capsys.readouterr().err
+
+
+def test_every_option_says_its_default_or_that_it_is_required() -> None:
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) == {"demo", "train-testbed", "fit", "sweep", "report"}
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = action.help or ""
+            flag = isinstance(action, argparse._StoreTrueAction)
+            ok = flag or "default" in text or "required" in text or not action.option_strings
+            assert text and ok, (name, action.option_strings, text)
+            if action.choices:
+                assert all(str(c) in text for c in action.choices), (name, action.dest)
 
 
 def test_train_testbed_prints_its_metrics_next_to_the_shipped_ones(tmp_path, capsys) -> None:
@@ -164,5 +384,8 @@ def test_train_testbed_says_whether_it_rebuilt_the_reference_weights(
     assert "weights differ" in capsys.readouterr().out.splitlines()[-1]
 
     args = ["train-testbed", "--out", str(tmp_path / "c"), "--steps", "12", "--seed", "1"]
-    assert main([*args, "--no-progress"]) == 0
-    assert "not a like-for-like check" in capsys.readouterr().out.splitlines()[-1]
+    assert main([*args, "--no-progress", "--threads", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "not a like-for-like check" in captured.out.splitlines()[-1]
+    assert "torch threads: 2 (--threads 2)" in captured.err
+    assert json.loads((tmp_path / "c" / "training.json").read_text())["config"]["threads"] == 2

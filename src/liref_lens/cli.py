@@ -7,33 +7,131 @@ Sub-commands:
 - ``sweep``: step 2: steer while the model answers a task, with random controls.
 - ``report``: HTML report of a run folder.
 
-Nothing runs at import; `main` parses arguments and dispatches.
+Nothing runs at import; `main` parses arguments and dispatches. Arguments are checked before a
+model is loaded; an error the library raises on bad input (``ValueError``, ``KeyError``,
+``OSError``) prints one line, ``liref-lens: error: ...``, and exits with status 2
+(``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+# Third-party packages whose deprecation notices are for us, not for someone running the
+# command; liref_lens's own warnings stay visible.
+_QUIET_PACKAGES = (
+    "transformers",
+    "transformer_lens",
+    "torch",
+    "datasets",
+    "huggingface_hub",
+    "accelerate",
+    "sklearn",
+    "scipy",
+    "pandas",
+    "numpy",
+    "plotly",
+    "safetensors",
+    "tokenizers",
+    "jaxtyping",
+    "typeguard",
+    "einops",
+    "tqdm",
+    "gguf",
+)
+_LAYERS_SYNTAX = "comma-separated layer numbers and ranges, e.g. 4,8,12 or 1-23 or 0-3,7"
+
+
+def _quiet_third_party_warnings() -> None:
+    """Hide DeprecationWarning and FutureWarning raised from third-party modules."""
+    for package in _QUIET_PACKAGES:
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, module=rf"{package}(\.|$)")
+    # transformers reports some deprecations from the caller's frame, one level up
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*\btransformers\b")
 
 
 def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers, e.g. --alphas=-0.5,0.5"
+        ) from None
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one number, e.g. --alphas=-0.5,0.5")
+    return out
 
 
 def _layers(text: str) -> list[int]:
     out: list[int] = []
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            lo, hi = part.rsplit("-", 1)
-            out += list(range(int(lo), int(hi) + 1))
-        elif part.strip():
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            head, dash, hi = part[1:].partition("-")  # part[0] may be a minus sign
+            if dash:
+                lo = int(part[0] + head)
+                if lo > int(hi):
+                    raise ValueError
+                out += list(range(lo, int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad layers {text!r}: expected {_LAYERS_SYNTAX}"
+        ) from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"no layers in {text!r}: expected {_LAYERS_SYNTAX}")
     return out
+
+
+def _threads(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 1, got {text!r}")
+
+
+def _position(text: str) -> str:
+    from .positions import parse_position
+
+    try:
+        return str(parse_position(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _ops(text: str) -> list[str]:
+    from .experiment import OP_KINDS
+
+    ops = [o.strip() for o in text.split(",") if o.strip()]
+    bad = [o for o in ops if o not in OP_KINDS]
+    if bad or not ops:
+        raise argparse.ArgumentTypeError(
+            f"unknown ops {bad or text!r}; give a comma-separated list of {', '.join(OP_KINDS)}"
+        )
+    return ops
+
+
+def _task_spec(text: str) -> str:
+    from .tasks import LOADERS
+
+    name = text.partition(":")[0]
+    if name not in LOADERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {name!r}; known: {', '.join(sorted(LOADERS))} "
+            "(write NAME or NAME:SOURCE, SOURCE a hub id or a local file)"
+        )
+    return text
 
 
 def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
@@ -51,37 +149,54 @@ def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
 
 
 def _model(args: argparse.Namespace) -> Any:
+    """Load ``--model``, set the torch thread count (``--threads``) and say so on stderr."""
     import torch
 
+    from ._threads import choose_threads, n_parameters
     from .model import load_model
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return load_model(args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend)
+    from transformers.utils import logging as hf_logging
 
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="hub id or local checkpoint directory")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--backend", default=None, choices=["bridge", "hooked_transformer"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bars = hf_logging.is_progress_bar_enabled()
+    if args.no_progress:
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
+    try:
+        lm = load_model(
+            args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend
+        )
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    n, why = choose_threads(args.threads, n_parameters(lm.model))
+    torch.set_num_threads(n)  # `main` restores the previous count when the command ends
+    print(
+        f"liref-lens {args.command}: {lm.name} on {lm.device}; torch threads: {n} ({why})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return lm
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .recipe import fit_run
 
-    lm = _model(args)
+    # everything that can fail on bad input comes before the model load
     if args.task:
+        if args.reasoning_task or args.memory_task:
+            args.parser.error("give --task or --reasoning-task/--memory-task, not both")
         reasoning, memory = _task(args.task, args.n, args.labels).split()
     else:
         if not (args.reasoning_task and args.memory_task):
-            raise SystemExit(
-                "give --task (split by labels) or both --reasoning-task and --memory-task"
+            args.parser.error(
+                "give --task (one labelled task, split by its labels) or both "
+                "--reasoning-task and --memory-task"
             )
+        if args.labels:
+            args.parser.error("--labels goes with --task")
         reasoning = _task(args.reasoning_task, args.n)
         memory = _task(args.memory_task, args.n)
+    lm = _model(args)
     _, scores = fit_run(
         lm,
         reasoning,
@@ -89,12 +204,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args.out,
         site=args.site,
         position=args.position,
-        layers=_layers(args.layers) if args.layers else None,
+        layers=args.layers,
         seed=args.seed,
         progress=not args.no_progress,
     )
     auc = scores[scores["score"] == "auroc"].sort_values("layer")
-    print(auc[["layer", "value", "ci_low", "ci_high"]].to_string(index=False))
+    auc = auc[["layer", "value", "ci_low", "ci_high"]].rename(columns={"value": "auroc"})
+    print(
+        f"AUROC of the projection on each layer's direction, {reasoning.name} vs {memory.name} "
+        "(ci_low, ci_high: 95% bootstrap interval):"
+    )
+    print(auc.to_string(index=False, float_format="%.3f"))
     print(f"directions and scores written to {args.out}")
     return 0
 
@@ -103,17 +223,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .directions import DirectionSet
     from .recipe import sweep_run
 
+    stored = DirectionSet.load(args.directions)  # a missing or broken file fails before loading
+    missing = sorted(set(args.layers) - {int(x) for x in stored.layers})
+    if missing:
+        raise ValueError(
+            f"--layers {missing} are not in {args.directions}, which holds layers "
+            f"{[int(x) for x in stored.layers]}"
+        )
+    task = _task(args.task, args.n)
     lm = _model(args)
     directions = DirectionSet.load(args.directions, model=lm)
-    task = _task(args.task, args.n)
     results = sweep_run(
         lm,
         directions,
         task,
         args.out,
-        layers=_layers(args.layers),
-        alphas=_floats(args.alphas),
-        ops=args.ops.split(","),
+        layers=args.layers,
+        alphas=args.alphas,
+        ops=args.ops,
         n_random=args.n_random,
         max_new_tokens=args.max_new_tokens,
         style=args.style,
@@ -123,9 +250,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     t = results.table
     summary = t[(t["subset"] == "all") & (t["metric"].isin(["gen_acc", "parse_fail"]))]
-    print(
-        summary.groupby(["op", "layer", "alpha", "direction", "metric"])["value"].mean().to_string()
+    table = (
+        summary.groupby(["op", "layer", "alpha", "direction", "metric"])["value"]
+        .mean()
+        .unstack("metric")
     )
+    print(
+        "gen_acc: share of answers the task's parser reads as correct; parse_fail: share it "
+        "cannot read (random directions: mean over the controls)"
+    )
+    print(table.to_string(float_format="%.3f"))
     print(f"results written to {Path(args.out) / 'sweep'}")
     return 0
 
@@ -133,6 +267,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .recipe import report_run
 
+    if args.threads != "auto":
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(report_run(args.run))
     return 0
 
@@ -146,6 +284,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         retrain=args.retrain,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     return 0
 
@@ -159,8 +298,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     steps = TrainConfig.steps if args.steps is None else args.steps
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    threads = TrainConfig.threads if args.threads == "auto" else args.threads
+    why = "auto: the recipe's" if args.threads == "auto" else f"--threads {threads}"
+    print(f"liref-lens train-testbed: torch threads: {threads} ({why})", file=sys.stderr)
     record = train_testbed(
-        args.out, seed=args.seed, config=TrainConfig(steps=steps), progress=not args.no_progress
+        args.out,
+        seed=args.seed,
+        config=TrainConfig(steps=steps, threads=threads),
+        progress=not args.no_progress,
     )
     print(f"trained in {record['train_seconds']} s; checkpoint in {args.out}")
     shipped_dir = shipped_checkpoint()
@@ -185,77 +330,272 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=79)
+
+
+def _common(p: argparse.ArgumentParser, threads_help: str) -> None:
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        metavar="N|auto",
+        help=threads_help,
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of a one-line message",
+    )
+
+
+_THREADS_MODEL = (
+    "CPU threads for torch (default: auto = 1 for models under 100M parameters, where more "
+    "threads only wait on each other on a busy machine; torch's default for larger models)"
+)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="hub id or local checkpoint directory (required)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (required)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, ... (default: TransformerLens's choice, CUDA if present)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["bridge", "hooked_transformer"],
+        help="TransformerLens model class: bridge or hooked_transformer "
+        "(default: bridge where installed)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="parameter dtype: float32, bfloat16 or float16 (default: float32)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(p, _THREADS_MODEL)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``liref-lens`` (`main` runs it)."""
+    from .model import SITES
+    from .tasks import LOADERS
+
+    tasks = ", ".join(sorted(LOADERS))
+    task_help = (
+        f"NAME or NAME:SOURCE; NAME one of {tasks}; SOURCE a hub id or a local file "
+        "(default source: the task's hub dataset)"
+    )
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="liref-lens",
-        description="Find and steer reasoning-vs-memorization directions in language models.",
+        description=_wrap(
+            "Find and steer reasoning-vs-memorization directions in language models."
+        ),
+        epilog="Run 'liref-lens SUB-COMMAND --help' for the options of each sub-command.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUB-COMMAND")
 
-    demo = sub.add_parser("demo", help="run the offline testbed end to end and write a report")
-    demo.add_argument("--out", type=Path, default=Path("liref-demo"), help="output folder")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="cpu")
+    demo = sub.add_parser(
+        "demo",
+        help="run the offline testbed end to end and write a report",
+        description=_wrap(
+            "Run the whole method on the offline testbed (cache, fit, score, steer "
+            "with random controls, position scan) and write OUT/report.html."
+        ),
+        formatter_class=fmt,
+    )
+    demo.add_argument(
+        "--out", type=Path, default=Path("liref-demo"), help="output folder (default: liref-demo)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    demo.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     demo.add_argument(
         "--retrain",
         action="store_true",
         help="train the testbed model first (about 4.5 min) instead of using the shipped one",
     )
-    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(demo, _THREADS_MODEL + "; the testbed model is small, so auto is 1")
     demo.set_defaults(func=_cmd_demo)
 
-    train = sub.add_parser("train-testbed", help="train the testbed model (seeded)")
-    train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--seed", type=int, default=0)
+    train = sub.add_parser(
+        "train-testbed",
+        help="train the testbed model (seeded)",
+        description=_wrap(
+            "Train the testbed model and compare its accuracies with the shipped checkpoint's."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder (required)")
+    train.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     train.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the shipped recipe's)"
     )
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _common(
+        train,
+        "CPU threads for training (default: auto = the shipped recipe's 1; another count can "
+        "change the float arithmetic, so the run is then not a like-for-like check)",
+    )
     train.set_defaults(func=_cmd_train)
 
-    fit = sub.add_parser("fit", help="fit reasoning-vs-memory directions and score layers")
+    fit = sub.add_parser(
+        "fit",
+        help="fit reasoning-vs-memory directions and score layers",
+        description=_wrap(
+            "Fit one difference-in-means direction per layer (reasoning minus memory) "
+            "and score every layer (AUROC, probe accuracy, Cohen's d with bootstrap intervals). "
+            "Needs --task (one labelled task, split by its labels) or both --reasoning-task and "
+            "--memory-task. Writes OUT/directions.safetensors, OUT/scores.csv, OUT/fit.json."
+        ),
+        epilog="examples:\n"
+        "  liref-lens fit --model EleutherAI/pythia-410m --out run "
+        "--reasoning-task gsm8k --memory-task popqa -n 500\n"
+        "  liref-lens fit --model ./ckpt --out run --task mmlu_pro:annotated.parquet",
+        formatter_class=fmt,
+    )
     _add_model_args(fit)
-    fit.add_argument("--task", help="one labelled task to split, e.g. mmlu_pro:FILE")
-    fit.add_argument("--labels", help="CSV/JSON file with id,label columns for --task")
-    fit.add_argument("--reasoning-task", help="e.g. gsm8k or gsm8k:PATH")
-    fit.add_argument("--memory-task", help="e.g. popqa or popqa:PATH")
+    fit.add_argument(
+        "--task", type=_task_spec, help=f"one labelled task to split (default: none): {task_help}"
+    )
+    fit.add_argument(
+        "--labels", help="CSV/JSON file with id,label columns, attached to --task (default: none)"
+    )
+    fit.add_argument(
+        "--reasoning-task",
+        type=_task_spec,
+        help="the reasoning group (with --memory-task), written like --task (default: none)",
+    )
+    fit.add_argument(
+        "--memory-task",
+        type=_task_spec,
+        help="the memory group (with --reasoning-task), written like --task (default: none)",
+    )
     fit.add_argument("-n", type=int, default=None, help="questions per task (default: all)")
-    fit.add_argument("--site", default="resid_pre")
-    fit.add_argument("--position", default="last()")
-    fit.add_argument("--layers", help="e.g. 1-23 (default: all; resid_pre skips layer 0)")
-    fit.set_defaults(func=_cmd_fit)
+    fit.add_argument(
+        "--site",
+        default="resid_pre",
+        choices=list(SITES),
+        metavar="SITE",
+        help=f"hook site to read: {', '.join(SITES)} (default: resid_pre)",
+    )
+    fit.add_argument(
+        "--position",
+        type=_position,
+        default="last()",
+        help="token position to read: last(), mean(), every() or at(i), e.g. at(-3) "
+        "(default: last())",
+    )
+    fit.add_argument(
+        "--layers",
+        type=_layers,
+        default=None,
+        help=f"{_LAYERS_SYNTAX} (default: all layers; resid_pre skips layer 0)",
+    )
+    fit.set_defaults(func=_cmd_fit, parser=fit)
 
-    sweep = sub.add_parser("sweep", help="steer along the directions while answering a task")
+    sweep = sub.add_parser(
+        "sweep",
+        help="steer along the directions while answering a task",
+        description=_wrap(
+            "Steer along fitted directions while the model answers a task, next to "
+            "norm-matched random directions; writes OUT/sweep/."
+        ),
+        epilog="example:\n"
+        "  liref-lens sweep --model EleutherAI/pythia-410m --out run "
+        "--directions run/directions.safetensors \\\n"
+        "      --task gsm8k -n 200 --layers 4,8,12 --alphas=-0.5,0.5 --ops scale",
+        formatter_class=fmt,
+    )
     _add_model_args(sweep)
-    sweep.add_argument("--directions", required=True, type=Path)
-    sweep.add_argument("--task", required=True, help="evaluation task, e.g. gsm8k:PATH")
-    sweep.add_argument("-n", type=int, default=None)
-    sweep.add_argument("--layers", required=True, help="e.g. 4,8,12 or 0-23")
+    sweep.add_argument(
+        "--directions",
+        required=True,
+        type=Path,
+        help="the directions.safetensors written by fit (required)",
+    )
+    sweep.add_argument("--task", required=True, type=_task_spec, help=f"(required) {task_help}")
+    sweep.add_argument("-n", type=int, default=None, help="questions (default: all)")
+    sweep.add_argument("--layers", required=True, type=_layers, help=f"(required) {_LAYERS_SYNTAX}")
     sweep.add_argument(
         "--alphas",
         required=True,
-        help="comma-separated; write --alphas=-0.5,0.5 when the first is negative",
+        type=_floats,
+        help="(required) comma-separated strengths; write --alphas=-0.5,0.5 when the first "
+        "is negative",
     )
-    sweep.add_argument("--ops", default="scale", help="add,scale,project_out,paper_scale")
-    sweep.add_argument("--n-random", type=int, default=10)
-    sweep.add_argument("--max-new-tokens", type=int, default=256)
-    sweep.add_argument("--style", default="few_shot", choices=["few_shot", "zero_shot"])
-    sweep.add_argument("--batch-size", type=int, default=8)
-    sweep.set_defaults(func=_cmd_sweep)
+    sweep.add_argument(
+        "--ops",
+        default=["scale"],
+        type=_ops,
+        help="comma-separated interventions: add, scale, project_out, paper_scale (default: scale)",
+    )
+    sweep.add_argument(
+        "--n-random",
+        type=int,
+        default=10,
+        help="norm-matched random directions per cell (default: 10)",
+    )
+    sweep.add_argument(
+        "--max-new-tokens", type=int, default=256, help="generation length (default: 256)"
+    )
+    sweep.add_argument(
+        "--style",
+        default="few_shot",
+        choices=["few_shot", "zero_shot"],
+        help="prompt style: few_shot or zero_shot (default: few_shot)",
+    )
+    sweep.add_argument(
+        "--batch-size", type=int, default=8, help="prompts per forward pass (default: 8)"
+    )
+    sweep.set_defaults(func=_cmd_sweep, parser=sweep)
 
-    report = sub.add_parser("report", help="write report.html for a run folder")
-    report.add_argument("run", type=Path)
+    report = sub.add_parser(
+        "report",
+        help="write report.html for a run folder",
+        description=_wrap(
+            "Write RUN/report.html from what the run folder holds (fit and/or sweep "
+            "results) and print its path."
+        ),
+    )
+    report.add_argument("run", type=Path, help="run folder written by fit and/or sweep")
+    _common(report, "CPU threads for torch (default: auto = torch's default; report runs no model)")
     report.set_defaults(func=_cmd_report)
     return parser
 
 
+def _message(err: BaseException) -> str:
+    """One line for an error: a bare ``KeyError('answer')`` becomes "missing key 'answer'"."""
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        key = err.args[0]
+        text = key if isinstance(key, str) and " " in key else f"missing key {key!r}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (usage errors exit with 2)."""
+    import torch
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ValueError, KeyError, FileNotFoundError, ConnectionError, OSError) as err:
-        print(f"liref-lens {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        _quiet_third_party_warnings()
+        try:
+            return int(args.func(args))
+        except (ValueError, KeyError, OSError) as err:
+            if args.debug:
+                raise
+            print(f"liref-lens: error: {_message(err)}", file=sys.stderr)
+            return 2
+        finally:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ reasoning-mode mean.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_write_text
+from ._threads import ThreadSpec, choose_threads, n_parameters, torch_threads
 from .cache import cache_activations
 from .directions import diff_in_means, fit_directions
 from .experiment import EvalSet, Experiment, ExperimentConfig, Results
@@ -136,15 +138,18 @@ def run_demo(
     n_random: int = 10,
     alphas: tuple[float, ...] = ALPHAS,
     progress: bool = True,
+    threads: ThreadSpec | None = None,
 ) -> DemoResult:
     """Run the demo end to end; returns what it measured and writes ``report.html``.
 
     ``checkpoint``: a testbed checkpoint folder to use instead of the shipped one (e.g. one
     written by ``liref-lens train-testbed``). ``n_random`` norm-matched random directions are
     the control of every steering cell and of the position scan; ``alphas`` is the grid of
-    strengths (in the direction's natural unit) for `Add` and `Scale`.
+    strengths (in the direction's natural unit) for `Add` and `Scale`. ``threads``: torch's
+    CPU thread count for the run (``"auto"``: one for this small model), restored afterwards,
+    and said on stderr; ``None`` leaves torch's setting alone.
     """
-    from .testbed import make_testbed, shipped_checkpoint, train_testbed
+    from .testbed import shipped_checkpoint, train_testbed
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -154,6 +159,31 @@ def run_demo(
     else:
         path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint()
     lm = load_model(str(path), device=device)
+    if threads is None:
+        n_threads = torch.get_num_threads()
+    else:
+        n_threads, why = choose_threads(threads, n_parameters(lm.model))
+        print(
+            f"liref-lens demo: {lm.name} on {lm.device}; torch threads: {n_threads} ({why})",
+            file=sys.stderr,
+            flush=True,
+        )
+    with torch_threads(n_threads):
+        return _run(lm, out, start, seed, retrain, n_random, alphas, progress)
+
+
+def _run(
+    lm: LensModel,
+    out: Path,
+    start: float,
+    seed: int,
+    retrain: bool,
+    n_random: int,
+    alphas: tuple[float, ...],
+    progress: bool,
+) -> DemoResult:
+    from .testbed import make_testbed
+
     testbed = make_testbed(seed=seed)
     layers = list(range(1, lm.n_layers))  # resid_pre at layer 0 is the shared token embedding
 
