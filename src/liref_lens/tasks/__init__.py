@@ -1,20 +1,24 @@
 """Benchmarks as `Task` objects: items, prompts, answer parsers, reasoning/memory labels.
 
 One module per benchmark (`gsm8k` with GSM-Symbolic, `mgsm`, `mmlu_pro`, `popqa`, `ceval`),
-each with a loader that reads the Hugging Face Hub or local files (`sources`), the prompt
+plus `nq_open`), each with a loader that reads the Hugging Face Hub, local files (`sources`) or
+the samples shipped with the package (``source="builtin"``, `builtin`), the prompt
 formats of Hong et al. (2025), and a parser that counts failures instead of guessing.
 """
 
-from . import ceval, gsm8k, mgsm, mmlu_pro, parsers, popqa, prompts, sources
+from . import builtin, ceval, gsm8k, mgsm, mmlu_pro, nq_open, parsers, popqa, prompts, sources
 from .base import MEMORY, REASONING, Answer, Item, Parsed, Task, label_from_value
 from .ceval import CEVAL_HARD, load_ceval
 from .evaluation import EvalResult
 from .gsm8k import WEI_EXEMPLARS, load_gsm8k, load_gsm_symbolic
 from .mgsm import load_mgsm
-from .mmlu_pro import load_mmlu_pro
+from .mmlu_pro import CATEGORY_LABELS, load_mmlu_pro
+from .nq_open import load_nq_open
 from .parsers import (
+    exact_match_any,
     letters_equal,
     matches_any,
+    normalize_answer,
     normalize_text,
     numbers_equal,
     parse_choice,
@@ -24,9 +28,10 @@ from .parsers import (
 from .popqa import load_popqa
 from .prompts import mc_qa_prompt, qa_prompt
 from .registry import LOADERS, load_task
-from .sources import HubUnavailableError, load_rows, read_local
+from .sources import HubUnavailableError, MissingColumnError, load_rows, read_local
 
 __all__ = [
+    "CATEGORY_LABELS",
     "CEVAL_HARD",
     "LOADERS",
     "MEMORY",
@@ -36,10 +41,13 @@ __all__ = [
     "EvalResult",
     "HubUnavailableError",
     "Item",
+    "MissingColumnError",
     "Parsed",
     "Task",
+    "builtin",
     "ceval",
     "gsm8k",
+    "exact_match_any",
     "label_from_value",
     "letters_equal",
     "load_ceval",
@@ -47,6 +55,7 @@ __all__ = [
     "load_gsm_symbolic",
     "load_mgsm",
     "load_mmlu_pro",
+    "load_nq_open",
     "load_popqa",
     "load_rows",
     "load_task",
@@ -54,7 +63,9 @@ __all__ = [
     "mc_qa_prompt",
     "mgsm",
     "mmlu_pro",
+    "normalize_answer",
     "normalize_text",
+    "nq_open",
     "numbers_equal",
     "parse_choice",
     "parse_number",

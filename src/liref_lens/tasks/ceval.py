@@ -36,7 +36,7 @@ from typing import Any
 from .base import Item, Task
 from .parsers import letters_equal, parse_choice
 from .prompts import format_options, mc_qa_prompt
-from .sources import has_splits, load_rows, resolve_local
+from .sources import has_splits, load_rows, require_columns, resolve_local
 
 __all__ = ["CEVAL_HARD", "SUBJECT_NAMES", "few_shot_prompt", "load_ceval"]
 
@@ -183,7 +183,9 @@ def load_ceval(
         n_shot: Exemplars per prompt.
     """
     subjects = tuple(subjects)
-    items = _items(_rows(source, subjects, split, n), label)
+    pairs = _rows(source, subjects, split, n)
+    require_columns([row for _, row in pairs], ["question", *LETTERS], source)
+    items = _items(pairs, label)
     if exemplar_source is None and has_splits(source, config=subjects[0]):
         exemplar_source = source
     few_shot = None

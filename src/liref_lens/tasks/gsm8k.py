@@ -25,8 +25,9 @@ import re
 from collections.abc import Sequence
 
 from .base import REASONING, Item, Task
+from .builtin import builtin_source, is_builtin
 from .parsers import NUMBER, numbers_equal, parse_number, to_number
-from .sources import load_rows
+from .sources import load_rows, require_columns
 
 __all__ = [
     "WEI_EXEMPLARS",
@@ -149,16 +150,25 @@ def load_gsm8k(
     n: int | None = None,
     label: str | None = REASONING,
 ) -> Task:
-    """GSM8K from the hub or a local file/folder (see `liref_lens.tasks.sources`).
+    """GSM8K from the hub, a local file/folder (see `liref_lens.tasks.sources`), or the shipped
+    sample of 250 test questions (``source="builtin"``).
 
     Args:
-        source: Hub id or local path.
+        source: Hub id, local path, or ``"builtin"``.
         config: Hub configuration.
         split: ``"test"`` or ``"train"``.
         n: Keep the first ``n`` questions.
         label: Label given to every item.
+
+    Example:
+        >>> task = load_gsm8k("builtin")
+        >>> len(task), task.items[0].answer, task.labels[0]
+        (250, 18.0, 'reasoning')
     """
+    if is_builtin(source):
+        source = builtin_source("gsm8k")
     rows = load_rows(source, config=config, split=split, n=n)
+    require_columns(rows, ["question", "answer"], source)
     items = [
         Item(
             question=row["question"],
@@ -185,6 +195,7 @@ def load_gsm_symbolic(
     Item ids are ``"{id}-{instance}"`` (template id and instance number).
     """
     rows = load_rows(source, config=config, split=split, n=n)
+    require_columns(rows, ["question", "answer"], source)
     items = [
         Item(
             question=row["question"],

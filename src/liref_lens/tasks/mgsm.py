@@ -1,7 +1,10 @@
 """MGSM: 250 GSM8K questions translated into ten languages (Shi et al., 2022).
 
 Source: ``juletxara/mgsm``, one configuration per language (``"en"``, ``"zh"``, ``"de"``, ...),
-splits train (the 8 exemplars) and test. The gold answer is ``answer_number``; when a row lacks
+splits train (the 8 exemplars) and test; or the released TSV files, ``question<TAB>answer_number``
+without a header (``"mgsm/mgsm_{config}.tsv"``, read as such when the first line is not a
+header); ``source="builtin"`` reads the copies shipped for ``en``, ``de``, ``fr`` and ``zh``.
+The gold answer is ``answer_number``; when a row lacks
 it, the number after ``The answer is`` in ``answer`` is used. Items are labelled
 ``"reasoning"`` by default.
 
@@ -13,12 +16,16 @@ Prompts are those of the GSM family (see `liref_lens.tasks.gsm8k`): zero-shot
 
 from __future__ import annotations
 
+import csv
 import os
+from pathlib import Path
+from typing import Any
 
 from .base import REASONING, Item, Task
+from .builtin import builtin_source, is_builtin
 from .gsm8k import gsm_task
 from .parsers import parse_number, to_number
-from .sources import load_rows
+from .sources import load_rows, require_columns, resolve_local
 
 __all__ = ["MGSM_LANGUAGES", "load_mgsm"]
 
@@ -38,6 +45,34 @@ def _gold(row: dict[str, object]) -> float:
     return parsed.value
 
 
+def _read_headerless_tsv(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise ValueError(
+                    f"{path}, line {number}: expected 'question<TAB>answer_number' (the MGSM "
+                    f"TSV format), found {len(fields)} fields"
+                )
+            rows.append({"question": fields[0], "answer_number": fields[1]})
+    return rows
+
+
+def _rows(
+    source: str | os.PathLike[str], language: str, split: str, n: int | None
+) -> list[dict[str, Any]]:
+    local = resolve_local(source, config=language, split=split)
+    if local is not None and local.is_file() and local.suffix.lower() == ".tsv":
+        with open(local, encoding="utf-8") as f:
+            first = f.readline().rstrip("\r\n").split("\t")
+        if "question" not in first:  # the released files have no header line
+            rows = _read_headerless_tsv(local)
+            return rows if n is None else rows[:n]
+    return load_rows(source, config=language, split=split, n=n)
+
+
 def load_mgsm(
     source: str | os.PathLike[str] = "juletxara/mgsm",
     *,
@@ -46,10 +81,11 @@ def load_mgsm(
     n: int | None = None,
     label: str | None = REASONING,
 ) -> Task:
-    """MGSM in one language from the hub or a local file/folder.
+    """MGSM in one language from the hub, a local file/folder, or the shipped files.
 
     Args:
-        source: Hub id or local path; ``{config}`` in a path is replaced by ``language``.
+        source: Hub id, local path (``{config}`` in a path is replaced by ``language``), or
+            ``"builtin"``.
         language: The hub configuration, e.g. ``"zh"``.
         split: ``"test"`` (or ``"train"``, the 8 exemplars).
         n: Keep the first ``n`` questions.
@@ -64,7 +100,10 @@ def load_mgsm(
         >>> task.name, task.items[0].answer, task.parse("答案是 8。The answer is 8.")
         ('mgsm_zh', 8.0, 8.0)
     """
-    rows = load_rows(source, config=language, split=split, n=n)
+    if is_builtin(source):
+        source = builtin_source("mgsm", language)
+    rows = _rows(source, language, split, n)
+    require_columns(rows, ["question", ("answer_number", "answer")], source)
     items = [
         Item(
             question=str(row["question"]),

@@ -4,7 +4,13 @@ Source: ``TIGER-Lab/MMLU-Pro`` (splits test and validation). Padding options ``"
 dropped. Hong et al. (2025) annotate each question with ``memory_reason_score`` in [0, 1]; a
 question is ``"reasoning"`` if its score is above ``threshold`` (0.5), else ``"memory"``. Load
 their annotated file as ``source`` to get the labels, or attach labels later with
-`Task.with_labels`.
+`Task.with_labels`. Without the annotation, ``category_labels`` gives a coarse split by
+category; `CATEGORY_LABELS` labels math, physics, engineering and chemistry ``"reasoning"`` and
+history, law, psychology and health ``"memory"`` (other categories stay unlabelled).
+
+Local sources include MMLU-Pro's released results archive (a ``.zip`` holding one JSON list of
+all 12,032 test questions) and ``source="builtin"``, the 300-question sample shipped with the
+package (150 per side of `CATEGORY_LABELS`, labelled by it by default).
 
 Prompts:
 
@@ -29,16 +35,34 @@ without an answer statement is a parse failure, never a random letter.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from .base import Item, Task, label_from_value
+from .base import MEMORY, REASONING, Item, Task, label_from_value
+from .builtin import builtin_source, is_builtin
 from .parsers import letters_equal, parse_choice
 from .prompts import LETTERS, format_options, mc_qa_prompt
-from .sources import as_list, has_splits, load_rows
+from .sources import as_list, has_splits, load_rows, require_columns
 
-__all__ = ["HEADER", "few_shot_prompt", "items_from_rows", "load_mmlu_pro"]
+__all__ = [
+    "CATEGORY_LABELS",
+    "HEADER",
+    "MEMORY_CATEGORIES",
+    "REASONING_CATEGORIES",
+    "few_shot_prompt",
+    "items_from_rows",
+    "load_mmlu_pro",
+]
+
+REASONING_CATEGORIES = ("math", "physics", "engineering", "chemistry")
+MEMORY_CATEGORIES = ("history", "law", "psychology", "health")
+CATEGORY_LABELS: dict[str, str] = {
+    **{c: REASONING for c in REASONING_CATEGORIES},
+    **{c: MEMORY for c in MEMORY_CATEGORIES},
+}
+"""A coarse reasoning/memory split of MMLU-Pro by category (used when no score is given)."""
+_COLUMNS: list[str | tuple[str, ...]] = ["question", "options", ("answer", "answer_index")]
 
 HEADER = (
     "The following are multiple choice questions (with answers) about {category}. Think step "
@@ -115,11 +139,15 @@ def items_from_rows(
     rows: Sequence[dict[str, Any]],
     score_field: str | None = "memory_reason_score",
     threshold: float = 0.5,
+    category_labels: Mapping[str, str] | None = None,
 ) -> list[Item]:
-    """MMLU-Pro rows as items; ``score_field`` (if present in a row) sets label and score."""
+    """MMLU-Pro rows as items; ``score_field`` (if present in a row) sets label and score,
+    else ``category_labels[category]`` (if given) sets the label."""
     items = []
     for i, row in enumerate(rows):
         label, score = label_from_value(row.get(score_field) if score_field else None, threshold)
+        if label is None and category_labels is not None:
+            label = category_labels.get(str(row.get("category")))
         options = tuple(o for o in as_list(row["options"]) if o != "N/A")
         items.append(
             Item(
@@ -150,11 +178,13 @@ def load_mmlu_pro(
     exemplar_source: str | os.PathLike[str] | None = None,
     exemplar_split: str = "validation",
     n_shot: int = 5,
+    category_labels: Mapping[str, str] | None = None,
 ) -> Task:
-    """MMLU-Pro from the hub or a local file/folder, with its reasoning/memory labels.
+    """MMLU-Pro from the hub, a local file/folder/zip or the shipped sample, with labels.
 
     Args:
-        source: Hub id or local path (e.g. the annotated file of Hong et al.).
+        source: Hub id, local path (e.g. the annotated file of Hong et al., or the released
+            results ``.zip``), or ``"builtin"``.
         split: The split of the questions.
         n: Keep the first ``n`` questions (after filtering by category).
         categories: Keep only these categories.
@@ -165,16 +195,35 @@ def load_mmlu_pro(
             file has none, and the task then has no few-shot prompt unless this is given.
         exemplar_split: The split holding the exemplars.
         n_shot: Exemplars per prompt.
+        category_labels: ``{category: label}`` for questions without a score, e.g.
+            `CATEGORY_LABELS` (the default for ``source="builtin"``).
+
+    Example:
+        >>> task = load_mmlu_pro("builtin")
+        >>> reasoning, memory = task.split()
+        >>> len(task), len(reasoning), len(memory)
+        (300, 150, 150)
+        >>> sorted({item.meta["category"] for item in memory})
+        ['health', 'history', 'law', 'psychology']
     """
+    if is_builtin(source):
+        source = builtin_source("mmlu_pro")
+        if category_labels is None:
+            category_labels = CATEGORY_LABELS
     rows = load_rows(source, split=split)
+    require_columns(rows, _COLUMNS, source)
     if categories is not None:
         rows = [row for row in rows if row.get("category") in set(categories)]
-    items = items_from_rows(rows[:n] if n is not None else rows, score_field, threshold)
+    items = items_from_rows(
+        rows[:n] if n is not None else rows, score_field, threshold, category_labels
+    )
     if exemplar_source is None and has_splits(source):
         exemplar_source = source
     few_shot = None
     if exemplar_source is not None:
-        exemplars = items_from_rows(load_rows(exemplar_source, split=exemplar_split), None)
+        exemplar_rows = load_rows(exemplar_source, split=exemplar_split)
+        require_columns(exemplar_rows, _COLUMNS, exemplar_source)
+        exemplars = items_from_rows(exemplar_rows, None)
         few_shot = partial(few_shot_prompt, exemplars=tuple(exemplars), n_shot=n_shot)
     return Task(
         name="mmlu_pro",

@@ -21,7 +21,9 @@ fallback: an unmatched text is a failure, never a random letter.
 
 Free text (`parse_text`, PopQA): the stripped text; empty text is a failure. `matches_any` is
 the PopQA rule: correct if any accepted answer occurs in the prediction, case-insensitive, with
-whitespace collapsed.
+whitespace collapsed. `exact_match_any` is the NQ-open / SQuAD rule: correct if the prediction
+equals an accepted answer after `normalize_answer` (lower case, punctuation and the articles
+a/an/the removed, whitespace collapsed).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import unicodedata
 from .base import Answer, Parsed
 
 __all__ = [
+    "exact_match_any",
     "letters_equal",
     "matches_any",
+    "normalize_answer",
     "normalize_text",
     "numbers_equal",
     "parse_choice",
@@ -188,3 +192,38 @@ def matches_any(prediction: Answer, gold: Answer) -> bool:
         return False
     text = normalize_text(prediction)
     return any(normalize_text(g) and normalize_text(g) in text for g in golds)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation on top of `normalize_text`: no punctuation, no articles.
+
+    Punctuation is every Unicode character of category P* (SQuAD's ASCII set, extended).
+
+    Example:
+        >>> normalize_answer("The  Beatles!"), normalize_answer("14 December, 1972.")
+        ('beatles', '14 december 1972')
+    """
+    text = normalize_text(text)
+    text = "".join(c for c in text if not unicodedata.category(c).startswith("P"))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match_any(prediction: Answer, gold: Answer) -> bool:
+    """NQ-open's rule: the normalised prediction equals some normalised accepted answer.
+
+    Example:
+        >>> exact_match_any("the Beatles.", ("Beatles", "John Lennon"))
+        True
+        >>> exact_match_any("It was the Beatles", ("Beatles",))
+        False
+    """
+    if not isinstance(prediction, str):
+        return False
+    golds = (gold,) if isinstance(gold, str) else gold
+    if not isinstance(golds, tuple):
+        return False
+    text = normalize_answer(prediction)
+    return any(normalize_answer(g) == text for g in golds)

@@ -17,7 +17,7 @@ import os
 
 from .base import MEMORY, Item, Task
 from .parsers import matches_any, parse_text
-from .sources import as_list, load_rows
+from .sources import as_list, load_rows, require_columns
 
 __all__ = ["load_popqa"]
 
@@ -52,6 +52,7 @@ def load_popqa(
         1.0
     """
     rows = load_rows(source, split=split, n=n)
+    require_columns(rows, ["question", "possible_answers"], source)
     items = []
     for i, row in enumerate(rows):
         answers = as_list(row["possible_answers"])

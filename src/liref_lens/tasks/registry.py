@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(LOADERS)
-    ['ceval', 'gsm8k', 'gsm_symbolic', 'mgsm', 'mmlu_pro', 'popqa']
+    ['ceval', 'gsm8k', 'gsm_symbolic', 'mgsm', 'mmlu_pro', 'nq_open', 'popqa']
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .ceval import load_ceval
 from .gsm8k import load_gsm8k, load_gsm_symbolic
 from .mgsm import load_mgsm
 from .mmlu_pro import load_mmlu_pro
+from .nq_open import load_nq_open
 from .popqa import load_popqa
 
 __all__ = ["LOADERS", "load_task"]
@@ -25,6 +26,7 @@ LOADERS: dict[str, Callable[..., Task]] = {
     "mgsm": load_mgsm,
     "mmlu_pro": load_mmlu_pro,
     "popqa": load_popqa,
+    "nq_open": load_nq_open,
     "ceval": load_ceval,
 }
 
@@ -32,11 +34,17 @@ LOADERS: dict[str, Callable[..., Task]] = {
 def load_task(name: str, **kwargs: Any) -> Task:
     """Load the benchmark ``name`` (a key of `LOADERS`), passing ``kwargs`` to its loader.
 
+    ``source="builtin"`` loads the sample shipped with the package (``gsm8k``, ``mgsm``,
+    ``nq_open``, ``mmlu_pro``; see `liref_lens.tasks.builtin`), so a fresh offline machine can
+    run the whole pipeline.
+
     Example:
+        >>> load_task("nq_open", source="builtin").labels[:2]
+        ('memory', 'memory')
         >>> load_task("gsm9k")
         Traceback (most recent call last):
         ...
-        ValueError: unknown task 'gsm9k'; known: ceval, gsm8k, gsm_symbolic, mgsm, mmlu_pro, popqa
+        ValueError: unknown task 'gsm9k'; known: ceval, gsm8k, gsm_symbolic, mgsm, ..., popqa
     """
     if name not in LOADERS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(LOADERS))}")

@@ -7,6 +7,10 @@ A path may hold the placeholders ``{config}`` and ``{split}``, e.g.
 ``"ceval/{split}/{config}_{split}.csv"``; a single file without ``{split}`` is used whatever
 the split asked for. Rows come back as a list of dicts; everything is read into memory.
 
+A ``.zip`` archive holding one ``.json`` or ``.jsonl`` file is read like that file (MMLU-Pro's
+released results come that way). Rows missing a column a loader needs raise
+`MissingColumnError`, naming the file, the column and the columns found (`require_columns`).
+
 A hub source that cannot be reached raises `HubUnavailableError`, which says how to point the
 loader at local files instead.
 """
@@ -14,28 +18,66 @@ loader at local files instead.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import math
 import os
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "LOCAL_SUFFIXES",
     "HubUnavailableError",
+    "MissingColumnError",
     "as_list",
     "has_splits",
     "load_rows",
     "read_local",
+    "require_columns",
     "resolve_local",
 ]
 
-LOCAL_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".zip")
 _DISK_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
 
 
 class HubUnavailableError(ConnectionError):
     """A dataset could not be fetched from the Hugging Face Hub."""
+
+
+class MissingColumnError(ValueError):
+    """Rows of a dataset lack a column a loader needs."""
+
+
+def require_columns(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str | tuple[str, ...]],
+    source: str | os.PathLike[str],
+) -> None:
+    """Check that every row has each column (a tuple: at least one of its columns).
+
+    Raises:
+        MissingColumnError: naming ``source``, the row, the missing column and the columns
+            that row has.
+
+    Example:
+        >>> try:
+        ...     require_columns([{"q": "1+1?", "a": "2"}], ["q", "answer"], "toy.jsonl")
+        ... except MissingColumnError as err:
+        ...     print(err)
+        toy.jsonl: row 0 has no column 'answer' (columns found: 'q', 'a')
+    """
+    for i, row in enumerate(rows):
+        for column in columns:
+            options = (column,) if isinstance(column, str) else column
+            if not any(c in row for c in options):
+                want = " or ".join(repr(c) for c in options)
+                found = ", ".join(repr(c) for c in row) or "none"
+                raise MissingColumnError(
+                    f"{os.fspath(source)}: row {i} has no column {want} (columns found: {found})"
+                )
 
 
 def _format(source: str | os.PathLike[str], config: str | None, split: str) -> str:
@@ -160,9 +202,11 @@ def read_local(path: str | os.PathLike[str], split: str = "test") -> list[dict[s
         return _read_disk(path, split)
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return _read_json(path)
+        return _read_json(path.read_text(encoding="utf-8"), path)
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(path.read_text(encoding="utf-8"), path)
+    if suffix == ".zip":
+        return _read_zip(path)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
@@ -191,8 +235,26 @@ def _read_disk(path: Path, split: str) -> list[dict[str, Any]]:
     return list(ds.to_list())
 
 
-def _read_json(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+def _read_zip(path: Path) -> list[dict[str, Any]]:
+    with zipfile.ZipFile(path) as archive:
+        members = [
+            m
+            for m in archive.namelist()
+            if m.lower().endswith((".json", ".jsonl", ".ndjson")) and not m.startswith("__MACOSX")
+        ]
+        if len(members) != 1:
+            raise ValueError(
+                f"{path}: a zip archive must hold exactly one .json or .jsonl file; it holds "
+                f"{members or archive.namelist()}"
+            )
+        text = io.TextIOWrapper(archive.open(members[0]), encoding="utf-8").read()
+    inner = Path(f"{path}!{members[0]}")
+    if members[0].lower().endswith(".json"):
+        return _read_json(text, inner)
+    return _read_jsonl(text, inner)
+
+
+def _read_json(text: str, path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:  # JSON Lines named .json (datasets' to_json writes these)
