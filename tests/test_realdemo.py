@@ -16,6 +16,7 @@ from liref_lens.realdemo import (
     _steer_evalset,
     run_real_demo,
 )
+from liref_lens.tasks import Item
 
 
 def _write_data(root: Path, n: int = 30) -> Path:
@@ -35,8 +36,9 @@ def _write_data(root: Path, n: int = 30) -> Path:
     (root / "nq_open_dev.jsonl").write_text("\n".join(json.dumps(r) for r in nq))
     cats = [*REASONING_CATEGORIES, *MEMORY_CATEGORIES]
     mmlu = [
-        {"question": f"w{i % 30} w{(i * 5) % 30} " + ("+ 2" if k < 4 else "w9"),
-         "category": cats[k]}
+        {"question_id": i * 10 + k, "options": ["w1", "w2"], "answer": "A", "answer_index": 0,
+         "question": f"w{i % 30} w{(i * 5) % 30} " + ("+ 2" if k < 4 else "w9"),
+         "category": cats[k], "src": "x"}
         for i in range(n) for k in range(len(cats))
     ]  # fmt: skip
     with zipfile.ZipFile(root / "mmlu_pro_questions_with_llama3_8b_outputs.zip", "w") as z:
@@ -94,18 +96,18 @@ def test_steering_table_matches_the_experiment_results(demo) -> None:
 
 def test_pick_is_seeded_and_respects_the_token_cap(model_dirs: dict[str, Path]) -> None:
     lm = load_model(str(model_dirs["llama"]), device="cpu")
-    rows = [{"question": " ".join(["w1"] * k)} for k in range(1, 30)]
+    rows = [Item(" ".join(["w1"] * k), 1.0) for k in range(1, 30)]
     a = _pick(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
     b = _pick(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
-    assert a == b and all(len(r["question"].split()) <= 10 for r in a)
+    assert a == b and all(len(r.question.split()) <= 10 for r in a)
     with pytest.raises(ValueError, match="lower n"):
         _pick(lm, rows, 20, np.random.default_rng(3), max_tokens=10)
 
 
 def test_distractors_start_with_another_token(model_dirs: dict[str, Path]) -> None:
     lm = load_model(str(model_dirs["llama"]), device="cpu")
-    gsm = [{"question": "w1 + w2", "answer": f"#### {k}"} for k in (3, 3, 5, 7)]
-    nq = [{"question": "w3 ?", "answer": [a]} for a in ("w4", "w5", "w4")]
+    gsm = [Item("w1 + w2", float(k)) for k in (3, 3, 5, 7)]
+    nq = [Item("w3 ?", (a,)) for a in ("w4", "w5", "w4")]
     ev = _steer_evalset(lm, gsm, nq)
     ids = ev.candidate_ids(lm)
     assert len(ev.prompts) == 7 and (ids[:, 0] != ids[:, 1]).all()

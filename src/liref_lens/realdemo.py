@@ -28,10 +28,8 @@ summary. Memory: activations of ``2 * n`` prompts per contrast x layers x d_mode
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,13 +47,13 @@ from .model import LensModel, load_model
 from .plotting import dose_response, layer_scores, pca_scatter
 from .report import Report
 from .scores import separation
+from .tasks import Item, Task, load_task
 
 __all__ = ["REASONING_CATEGORIES", "MEMORY_CATEGORIES", "RealDemoResult", "run_real_demo"]
 
 REASONING_CATEGORIES = ("math", "physics", "chemistry", "engineering")
 MEMORY_CATEGORIES = ("history", "law", "psychology", "health")
 ALPHAS = (-1.0, 1.0)
-_MMLU_ZIP = "mmlu_pro_questions_with_llama3_8b_outputs.zip"
 
 
 @dataclass(frozen=True)
@@ -73,57 +71,59 @@ class RealDemoResult:
 
 
 # ----- data ---------------------------------------------------------------------------------
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+_FILES = {
+    "gsm8k": "gsm8k_test.jsonl",
+    "nq_open": "nq_open_dev.jsonl",
+    "mmlu_pro": "mmlu_pro_questions_with_llama3_8b_outputs.zip",
+}
 
 
-def _read_questions(data_dir: str | os.PathLike[str] | None) -> dict[str, list[dict[str, Any]]]:
-    """GSM8K test, NQ-open dev and MMLU-Pro test rows from ``data_dir`` (or, if None,
-    ``$LIREF_LENS_DATA``): the unmodified public files ``gsm8k_test.jsonl`` (openai/grade-
-    school-math), ``nq_open_dev.jsonl`` (NQ-open dev) and the MMLU-Pro question zip of
-    TIGER-AI-Lab/MMLU-Pro's ``eval_results``."""
-    where = data_dir if data_dir is not None else os.environ.get("LIREF_LENS_DATA")
-    if where is None:
-        raise FileNotFoundError(
-            "the real demo needs question files: pass data_dir=... (a folder with "
-            f"gsm8k_test.jsonl, nq_open_dev.jsonl and {_MMLU_ZIP}) or set LIREF_LENS_DATA"
-        )
-    root = Path(where)
-    need = [root / "gsm8k_test.jsonl", root / "nq_open_dev.jsonl", root / _MMLU_ZIP]
-    missing = [p.name for p in need if not p.is_file()]
+def _read_questions(data_dir: str | os.PathLike[str] | None) -> dict[str, Task]:
+    """GSM8K, NQ-open and MMLU-Pro as tasks: the samples shipped with the package
+    (``source="builtin"``) by default, else the full public files in ``data_dir``
+    (``gsm8k_test.jsonl``, ``nq_open_dev.jsonl`` and MMLU-Pro's results zip)."""
+    if data_dir is None:
+        return {name: load_task(name, source="builtin") for name in _FILES}
+    root = Path(data_dir)
+    missing = [f for f in _FILES.values() if not (root / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{root} lacks {missing}; point data_dir at the data folder")
-    with zipfile.ZipFile(need[2]) as z:
-        name = next(n for n in z.namelist() if n.endswith(".json"))
-        mmlu = json.loads(z.read(name))
-    return {"gsm8k": _jsonl(need[0]), "nq_open": _jsonl(need[1]), "mmlu_pro": mmlu}
+        raise FileNotFoundError(
+            f"{root} lacks {missing}; point data_dir at the folder with the question files, "
+            "or leave it None for the samples shipped with the package"
+        )
+    return {name: load_task(name, source=root / f) for name, f in _FILES.items()}
 
 
-def _gold(row: dict[str, Any]) -> str:
-    from .tasks.gsm8k import gold_from_solution
-
-    value = gold_from_solution(row["answer"])
-    return str(int(value)) if value == int(value) else str(value)
+def _gold(item: Item) -> str:
+    """The text of an item's first gold answer (integers without a decimal point)."""
+    answer = item.answer
+    if isinstance(answer, tuple | list):
+        return str(answer[0])
+    if isinstance(answer, float) and answer == int(answer):
+        return str(int(answer))
+    return str(answer)
 
 
 def _pick(
     lm: LensModel,
-    rows: Sequence[dict[str, Any]],
+    items: Sequence[Item],
     n: int,
     rng: np.random.Generator,
     max_tokens: int,
-) -> list[dict[str, Any]]:
-    """``n`` rows in seeded random order whose question is at most ``max_tokens`` tokens."""
-    out: list[dict[str, Any]] = []
-    for i in rng.permutation(len(rows)):
-        row = rows[int(i)]
-        q = str(row["question"])
-        if len(lm.tokenizer(q)["input_ids"]) > max_tokens:
+) -> list[Item]:
+    """``n`` items in seeded random order whose question is at most ``max_tokens`` tokens."""
+    out: list[Item] = []
+    for i in rng.permutation(len(items)):
+        item = items[int(i)]
+        if len(lm.tokenizer(item.question)["input_ids"]) > max_tokens:
             continue
-        out.append(row)
+        out.append(item)
         if len(out) == n:
             return out
-    raise ValueError(f"only {len(out)} questions of at most {max_tokens} tokens; lower n")
+    raise ValueError(
+        f"only {len(out)} of {len(items)} questions have at most {max_tokens} tokens, {n} "
+        "needed; lower n or n_eval, or raise max_tokens"
+    )
 
 
 def _prompt(question: str) -> str:
@@ -133,8 +133,8 @@ def _prompt(question: str) -> str:
 # ----- steering ---------------------------------------------------------------------------
 def _steer_evalset(
     lm: LensModel,
-    gsm: Sequence[dict[str, Any]],
-    nq: Sequence[dict[str, Any]],
+    gsm: Sequence[Item],
+    nq: Sequence[Item],
 ) -> EvalSet:
     """Held-out questions with two candidates: the gold answer's first token and a
     distractor's (another question's gold answer with a different first token)."""
@@ -144,11 +144,11 @@ def _steer_evalset(
         return int(tok(text, add_special_tokens=False)["input_ids"][0])
 
     prompts, cands, subsets = [], [], []
-    for name, rows, template, gold_of in (
-        ("gsm8k", gsm, "Q: {q}\nA: The answer is ", _gold),
-        ("nq_open", nq, "Q: {q}\nA:", lambda r: " " + str(r["answer"][0])),
+    for name, rows, template, space in (
+        ("gsm8k", gsm, "Q: {q}\nA: The answer is ", ""),
+        ("nq_open", nq, "Q: {q}\nA:", " "),
     ):
-        golds = [gold_of(r) for r in rows]
+        golds = [space + _gold(r) for r in rows]
         for i, row in enumerate(rows):
             other = next(
                 (g for k in range(1, len(golds)) if first(g := golds[(i + k) % len(golds)])
@@ -157,7 +157,7 @@ def _steer_evalset(
             )  # fmt: skip
             if other is None:
                 continue
-            prompts.append(template.format(q=row["question"]))
+            prompts.append(template.format(q=row.question))
             cands.append((golds[i], other))
             subsets.append(name)
     return EvalSet(
@@ -257,7 +257,8 @@ def run_real_demo(
         alphas: Strengths of `Add` (natural unit of the direction).
         max_tokens: Keep questions of at most this many tokens (bounds the CPU time; the
             same cap holds in both classes).
-        data_dir: Folder with the question files (default ``$LIREF_LENS_DATA``).
+        data_dir: Folder with the full question files; None (default) uses the samples
+            shipped with the package (``load_task(name, source="builtin")``).
         steer_layer: The layer to steer at; by default the GSM8K-vs-NQ layer with the best
             held-out AUROC (ties within 0.01 broken by the largest in-sample Cohen's d).
     """
@@ -276,18 +277,19 @@ def run_real_demo(
     lm = load_model(resolve_model_path(model), device=device)
     data = _read_questions(data_dir)
     rng = np.random.default_rng(seed)
-    gsm = _pick(lm, data["gsm8k"], n + n_eval, rng, max_tokens)
-    nq = _pick(lm, data["nq_open"], n + n_eval, rng, max_tokens)
-    reason = [r for r in data["mmlu_pro"] if r.get("category") in REASONING_CATEGORIES]
-    memory = [r for r in data["mmlu_pro"] if r.get("category") in MEMORY_CATEGORIES]
+    gsm = _pick(lm, data["gsm8k"].items, n + n_eval, rng, max_tokens)
+    nq = _pick(lm, data["nq_open"].items, n + n_eval, rng, max_tokens)
+    mmlu = data["mmlu_pro"].items
+    reason = [it for it in mmlu if it.meta.get("category") in REASONING_CATEGORIES]
+    memory = [it for it in mmlu if it.meta.get("category") in MEMORY_CATEGORIES]
     mm_pos, mm_neg = _pick(lm, reason, n, rng, max_tokens), _pick(lm, memory, n, rng, max_tokens)
     lap("load")
     layers = list(range(1, lm.n_layers))
     contrasts = {
-        "gsm8k_vs_nq": ([_prompt(r["question"]) for r in gsm[:n]],
-                        [_prompt(r["question"]) for r in nq[:n]]),
-        "mmlu_pro_categories": ([_prompt(r["question"]) for r in mm_pos],
-                                [_prompt(r["question"]) for r in mm_neg]),
+        "gsm8k_vs_nq": ([_prompt(it.question) for it in gsm[:n]],
+                        [_prompt(it.question) for it in nq[:n]]),
+        "mmlu_pro_categories": ([_prompt(it.question) for it in mm_pos],
+                                [_prompt(it.question) for it in mm_neg]),
     }  # fmt: skip
     all_scores, all_base, fitted = [], [], {}
     for k, (name, (p, q)) in enumerate(contrasts.items(), start=2):
