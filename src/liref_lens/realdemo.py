@@ -228,7 +228,7 @@ def _contrast(
 def run_real_demo(
     out_dir: str | Path = "liref-real-demo",
     *,
-    model: str = "smollm2-135m",
+    model: str | LensModel = "smollm2-135m",
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
@@ -245,8 +245,8 @@ def run_real_demo(
 
     Args:
         out_dir: Where ``report.html`` and the CSVs go.
-        model: A named GGUF model (``"smollm2-135m"``), a ``.gguf`` file, or a checkpoint
-            folder / hub id that `load_model` reads.
+        model: A named GGUF model (``"smollm2-135m"``), a ``.gguf`` file, a checkpoint
+            folder / hub id that `load_model` reads, or a loaded `LensModel`.
         seed: Seeds the question sampling, folds, bootstraps and random directions.
         device: Torch device.
         progress: Print the steps and show progress bars.
@@ -262,8 +262,6 @@ def run_real_demo(
         steer_layer: The layer to steer at; by default the GSM8K-vs-NQ layer with the best
             held-out AUROC (ties within 0.01 broken by the largest in-sample Cohen's d).
     """
-    from .gguf import resolve_model_path
-
     start = time.perf_counter()
     timings: dict[str, float] = {}
     say: Callable[[str], None] = print if progress else (lambda _: None)
@@ -273,8 +271,10 @@ def run_real_demo(
         say(f"  [{step}: {timings[step]:.0f} s]")
 
     out = Path(out_dir)
-    say(f"[1/5] loading {model} ...")
-    lm = load_model(resolve_model_path(model), device=device)
+    name = model.name if isinstance(model, LensModel) else model
+    say(f"[1/5] {name}: loaded; reading the questions ..." if isinstance(model, LensModel)
+        else f"[1/5] loading {name} ...")  # fmt: skip
+    lm = model if isinstance(model, LensModel) else load_model(model, device=device)
     data = _read_questions(data_dir)
     rng = np.random.default_rng(seed)
     gsm = _pick(lm, data["gsm8k"].items, n + n_eval, rng, max_tokens)
@@ -325,7 +325,7 @@ def run_real_demo(
     for fname, table in (("scores", scores), ("baselines", baselines), ("steering", steering)):
         atomic_write_text(out / f"{fname}.csv", table.to_csv(index=False))
     report = _write_report(
-        out, lm, model, scores, baselines, steering, results, fitted, layer, seconds, seed
+        out, lm, name, scores, baselines, steering, results, fitted, layer, seconds, seed
     )
     lap("report")
     seconds = time.perf_counter() - start
