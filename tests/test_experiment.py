@@ -117,7 +117,7 @@ def test_interrupted_run_resumes_and_matches(lm: LensModel, evalset: EvalSet, tm
     pd.testing.assert_frame_equal(resumed.table, full.table)
     loaded = Results.load(tmp_path / "part")
     pd.testing.assert_frame_equal(loaded.table, full.table)
-    with pytest.raises(ValueError, match="different experiment config"):
+    with pytest.raises(ValueError, match=r"different experiment: config field 'seed' changed"):
         Experiment(lm, d, evalset, _config(seed=8)).run(tmp_path / "part", progress=False)
 
 

@@ -1,26 +1,55 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename over."""
+"""Atomic file writes: write to a temporary file in the target folder, then rename over.
+
+The temporary file is created with mode ``0o666`` less the process umask, as ``open(path,
+"w")`` would create it (not the ``0o600`` of `tempfile.mkstemp`); a file that already exists
+keeps its mode when it is replaced.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _create_temp(path: Path) -> Path:
+    """A new empty file next to ``path``, created with the umask applied by the kernel."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeded."""
+    """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeded.
+
+    Example:
+        >>> p = atomic_write(tmp / "a.txt", lambda t: t.write_text("hello"))
+        >>> p.read_text(), sorted(x.name for x in tmp.iterdir())
+        ('hello', ['a.txt'])
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
+    # the mode a plain open() would give: the kernel applied the umask when creating tmp
+    mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
-        write(Path(tmp))
+        write(tmp)  # writers may recreate the file with their own mode (safetensors: 0o600)
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -177,7 +177,7 @@ def probe_direction(C: float = 1e-3, max_iter: int = 1000, standardize: bool = T
     def fit(pos: Tensor, neg: Tensor) -> Tensor:
         from sklearn.linear_model import LogisticRegression
 
-        x = torch.cat([pos, neg]).numpy()
+        x = torch.cat([pos, neg]).detach().cpu().numpy()
         y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
         scale = x.std(0) if standardize else np.ones(x.shape[1])
         scale[scale == 0] = 1.0
@@ -445,7 +445,7 @@ class DirectionSet:
         for name in (pos_class, neg_class):
             i = stats.classes.index(name)
             h.update(f"{name}:{stats.count(name)};".encode())
-            h.update(stats.sums[i].contiguous().numpy().tobytes())
+            h.update(stats.sums[i].detach().cpu().contiguous().numpy().tobytes())
         out = cls(
             vectors=mp - mn, layers=layer_t, site=site, position=position,
             classes=(pos_class, neg_class),

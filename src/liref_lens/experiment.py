@@ -26,8 +26,10 @@ values of all cells (n_prompts x metrics x cells floats).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property, partial
@@ -41,7 +43,16 @@ from tqdm.auto import tqdm
 from ._io import atomic_write, atomic_write_text
 from .cache import cache_activations
 from .generation import generate
-from .interventions import Add, Op, ProjectOut, Scale, intervene, layer_vector, paper_scale
+from .interventions import (
+    Add,
+    Op,
+    ProjectOut,
+    Scale,
+    check_direction_rows,
+    intervene,
+    layer_vector,
+    paper_scale,
+)
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
 from .model import LensModel
 from .positions import Position, parse_position
@@ -77,8 +88,20 @@ class EvalSet:
             widths = {len(c) for c in self.candidates}
             if len(widths) != 1 or min(widths) < 1:
                 raise ValueError("every prompt needs the same number (>= 1) of candidates")
-            if self.candidate_names and len(self.candidate_names) != widths.pop():
+            k = widths.pop()
+            if self.candidate_names and len(self.candidate_names) != k:
                 raise ValueError("candidate_names must name each candidate")
+            for i, (row, c) in enumerate(zip(self.candidates, self.correct, strict=True)):
+                if any(not isinstance(x, str) or not x for x in row):
+                    raise ValueError(
+                        f"prompt {i} has an empty candidate {row!r}; every candidate needs text "
+                        "whose first token is scored"
+                    )
+                if not isinstance(c, int) or not 0 <= c < k:
+                    raise ValueError(
+                        f"correct index {c!r} of prompt {i} is out of range: it has {k} "
+                        f"candidates, so use 0..{k - 1}"
+                    )
         if self.task is not None and len(self.task) != n:
             raise ValueError(f"task has {len(self.task)} items for {n} prompts")
 
@@ -97,15 +120,37 @@ class EvalSet:
 
     @property
     def digest(self) -> str:
-        blob = json.dumps([self.prompts, self.candidates, self.correct, self.subsets])
+        blob = json.dumps(
+            [self.prompts, self.candidates, self.correct, self.subsets, self.candidate_names]
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def candidate_ids(self, model: LensModel) -> torch.Tensor:
+        """The first token of every candidate, ``[n_prompts, n_candidates]``.
+
+        Raises if a candidate has no token, or if two candidates of a prompt share their
+        first token: only that token is scored, so they could not be told apart.
+        """
         tok = model.tokenizer
-        ids = [
-            [tok(c, add_special_tokens=False)["input_ids"][0] for c in row]
-            for row in self.candidates
-        ]
+        ids = []
+        for i, row in enumerate(self.candidates):
+            first = []
+            for c in row:
+                got = tok(c, add_special_tokens=False)["input_ids"]
+                if not got:
+                    raise ValueError(f"candidate {c!r} of prompt {i} has no token; give it text")
+                first.append(int(got[0]))
+            for a in range(len(row)):
+                for b in range(a + 1, len(row)):
+                    if first[a] == first[b]:
+                        shown = tok.convert_ids_to_tokens(first[a])
+                        raise ValueError(
+                            f"prompt {i}: candidates {row[a]!r} and {row[b]!r} share their first "
+                            f"token {shown!r} (id {first[a]}); only the first token is scored, "
+                            "so they cannot be told apart: use candidates whose first tokens "
+                            "differ (e.g. answer letters, or a distinct leading word)"
+                        )
+            ids.append(first)
         return torch.tensor(ids, dtype=torch.long)
 
 
@@ -136,6 +181,13 @@ class ExperimentConfig:
             raise ValueError(f"unknown ops {bad}; use any of {OP_KINDS}")
         if not self.layers or not self.alphas:
             raise ValueError("layers and alphas must each name at least one value")
+        bad_alphas = [a for a in self.alphas if not math.isfinite(float(a))]
+        if bad_alphas:
+            raise ValueError(f"alphas must be finite numbers, got {bad_alphas}")
+        for name, low in (("batch_size", 1), ("n_random", 0), ("n_boot", 1), ("max_new_tokens", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.positions not in ("all", "prompt", "generated") and not self.positions.startswith(
             "span("
         ):
@@ -163,10 +215,35 @@ class ExperimentConfig:
         return out
 
 
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            t = part.detach().to("cpu", torch.float64).contiguous()
+            h.update(f"{tuple(t.shape)};".encode())
+            h.update(t.numpy().tobytes())
+        else:
+            h.update(json.dumps(part, default=repr).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
 def _direction_label(directions: Any) -> str:
+    """Method and a hash of the vector bytes (and layers) of a direction set or tensor."""
     if isinstance(directions, torch.Tensor):
-        return "tensor:" + hashlib.sha256(directions.float().numpy().tobytes()).hexdigest()[:16]
-    return f"{getattr(directions, 'method', '?')}:{getattr(directions, 'data_hash', '?')}"
+        return "tensor:" + _hash(directions)
+    vectors = getattr(directions, "vectors", None)
+    content = (
+        _hash(vectors, list(getattr(directions, "layers", ()))) if vectors is not None else "?"
+    )
+    return f"{getattr(directions, 'method', '?')}:{content}"
+
+
+def _rule_identity(rule: Any) -> str:
+    """A rule's full content: a dataclass selector's repr holds its fields (e.g. span ranges)."""
+    if isinstance(rule, str):
+        return rule
+    return repr(rule) if dataclasses.is_dataclass(rule) else str(rule)
 
 
 class Experiment:
@@ -208,8 +285,34 @@ class Experiment:
         )
         if hasattr(directions, "check_compatible"):
             directions.check_compatible(model, allow_transfer=allow_transfer)
+        check_direction_rows(directions, model)
         self._random: dict[int, torch.Tensor] = {}
         self._norms: dict[int, float] | None = None
+        self.identity = self._identity()  # also raises early on a layer without a vector
+
+    def _identity(self) -> dict[str, str]:
+        """Every input that decides a cell's numbers, by content (saved as ``inputs.json``)."""
+        ev, cfg = self.evalset, self.config
+        out = {"model": self.model.fingerprint}
+        for layer in cfg.layers:
+            out[f"direction for layer {layer}"] = _hash(layer_vector(self.directions, layer, None))
+        out["positions"] = _hash(_rule_identity(self._rule()))
+        out["prompts"] = _hash(list(ev.prompts))
+        out["prompt tokens"] = _hash(self._prompt_ids)
+        out["subsets"] = _hash(list(ev.subsets))
+        if ev.candidates:
+            out["candidates"] = _hash(
+                [list(c) for c in ev.candidates], list(ev.correct), list(ev.candidate_names)
+            )
+            out["candidate tokens"] = _hash(self._candidate_ids.tolist())
+        if ev.task is not None and cfg.max_new_tokens > 0:
+            task = ev.task
+            out["task"] = _hash(
+                getattr(task, "name", ""),
+                repr(getattr(task, "items", task)),
+                repr(getattr(task, "stop", None)),
+            )
+        return out
 
     # ----- directions ----------------------------------------------------------------------
     def _fitted(self, layer: int) -> torch.Tensor:
@@ -324,28 +427,55 @@ class Experiment:
         cols = ["op", "layer", "alpha", "control", "prompt", "subset", "metric", "value"]
         return pd.DataFrame(rows, columns=cols)
 
+    def _check_folder(self, out: Path, overwrite: bool) -> None:
+        """Prepare ``out``: refuse results of another experiment, or clear them (overwrite)."""
+        cfg_path, ids_path, cells = out / "config.json", out / "inputs.json", out / "cells"
+        if overwrite:
+            for name in ("config.json", "inputs.json", *_RESULT_FILES):
+                (out / name).unlink(missing_ok=True)
+            for cell in cells.glob("*.parquet") if cells.is_dir() else ():
+                cell.unlink()
+        fix = "use a new folder or pass overwrite=True to recompute it"
+        if cfg_path.exists():
+            if not ids_path.exists():
+                raise ValueError(
+                    f"{out} records no input identity (written by an older liref_lens, which "
+                    f"named directions and spans only by label); its cells cannot be trusted: {fix}"
+                )
+            changes = _changes(
+                json.loads(ids_path.read_text()),
+                self.identity,
+                ExperimentConfig.from_json(cfg_path.read_text()),
+                self.config,
+            )
+            if changes:
+                raise ValueError(
+                    f"{out} holds results of a different experiment: {'; '.join(changes)}; {fix}"
+                )
+            return
+        if cells.is_dir() and any(cells.glob("*.parquet")):
+            raise ValueError(f"{out}/cells holds cells of an unknown experiment; {fix}")
+        atomic_write_text(ids_path, json.dumps(self.identity, indent=2, sort_keys=True))
+        atomic_write_text(cfg_path, self.config.to_json())
+
     def run(
         self,
         out_dir: str | Path,
         *,
         progress: bool = True,
         on_cell: Callable[[tuple[str, int, float, int]], None] | None = None,
+        overwrite: bool = False,
     ) -> Results:
         """Evaluate the baseline and every cell not already in ``out_dir``; return `Results`.
 
+        A folder holding an experiment that differs in any input (the model, a layer's
+        direction vector, positions and span ranges, prompts, candidates, tokenization, the
+        task, or a config field) is refused with a message naming what changed; with
+        ``overwrite=True`` its results are deleted and everything is recomputed.
         ``on_cell`` is called after each newly computed cell (for logging, or to stop a run).
         """
         out = Path(out_dir)
-        cfg_path = out / "config.json"
-        if cfg_path.exists():
-            old = ExperimentConfig.from_json(cfg_path.read_text())
-            if old != self.config:
-                raise ValueError(
-                    f"{out} holds results of a different experiment config; "
-                    "use a new folder or delete that one"
-                )
-        else:
-            atomic_write_text(cfg_path, self.config.to_json())
+        self._check_folder(out, overwrite)
         base = self._logits(())
         frames = [self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base))]
         self.computed = 0
@@ -366,6 +496,33 @@ class Experiment:
         results = Results(pd.concat(frames, ignore_index=True), self.config)
         results.save(out)
         return results
+
+
+_RESULT_FILES = ("per_prompt.parquet", "results.parquet", "results.csv")
+# config fields derived from the inputs, which inputs.json identifies by content
+_DERIVED = ("model_name", "model_fingerprint", "directions", "evalset")
+
+
+def _changes(
+    old_ids: dict[str, str],
+    new_ids: dict[str, str],
+    old_cfg: ExperimentConfig,
+    new_cfg: ExperimentConfig,
+) -> list[str]:
+    """What differs between a saved experiment and this one, in words."""
+    out = []
+    for key in [*new_ids, *(k for k in old_ids if k not in new_ids)]:
+        a, b = old_ids.get(key, "none"), new_ids.get(key, "none")
+        if a != b:
+            what = {"model": "fingerprint"}.get(
+                key, "vector hash" if "direction" in key else "hash"
+            )
+            out.append(f"the {key} changed ({what} {a[:8]} -> {b[:8]})")
+    old_d, new_d = json.loads(old_cfg.to_json()), json.loads(new_cfg.to_json())
+    for name in new_d:
+        if name not in _DERIVED and old_d.get(name) != new_d[name]:
+            out.append(f"config field {name!r} changed ({old_d.get(name)} -> {new_d[name]})")
+    return out
 
 
 class Results:

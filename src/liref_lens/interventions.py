@@ -29,6 +29,7 @@ hook allocates one activation-sized tensor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ def layer_vector(direction: Any, layer: int, source_layer: int | None) -> Tensor
         if direction.ndim == 1:
             return direction
         if direction.ndim == 2:
+            if not -direction.shape[0] <= src < direction.shape[0]:
+                raise ValueError(
+                    f"the direction tensor has {direction.shape[0]} rows, none for layer {src}; "
+                    "pass the DirectionSet, or a [n_layers, d] tensor"
+                )
             return direction[src]
         raise ValueError(f"a direction tensor must be [d] or [layer, d], got {direction.shape}")
     if src not in direction.layers:
@@ -98,6 +104,32 @@ def layer_vector(direction: Any, layer: int, source_layer: int | None) -> Tensor
             "use one fitted layer's vector elsewhere"
         )
     return direction.at(src)
+
+
+def check_direction_rows(direction: Any, model: LensModel) -> None:
+    """Raise unless a 2-D direction tensor has one row per model layer.
+
+    Rows of a ``[k, d]`` tensor are read by model layer, so the rows of a subset (e.g.
+    ``ds.vectors`` of a set fitted at layers 1 and 2) would apply the wrong layer's vector.
+
+    Example:
+        >>> check_direction_rows(torch.zeros(2, lm.d_model), lm)
+        Traceback (most recent call last):
+        ...
+        ValueError: the direction tensor has 2 rows but the model has 3 layers; ...
+    """
+    if isinstance(direction, Tensor) and direction.ndim == 2:
+        if direction.shape[0] != model.n_layers:
+            raise ValueError(
+                f"the direction tensor has {direction.shape[0]} rows but the model has "
+                f"{model.n_layers} layers; its rows are read by model layer, so pass the "
+                "DirectionSet (which knows its layers), or a [n_layers, d] tensor"
+            )
+
+
+def _finite(value: float, what: str) -> None:
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{what} must be a finite number, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +181,7 @@ class _DirectionOp(Op):
         super().check(model)
         if self.direction is None:
             raise ValueError(f"{type(self).__name__} needs a direction")
+        check_direction_rows(self.direction, model)
         if hasattr(self.direction, "check_compatible"):
             self.direction.check_compatible(model, allow_transfer=self.allow_transfer)
         for layer in self.layers:
@@ -200,6 +233,12 @@ class Add(_DirectionOp):
     scale: str = "raw"
     norms: Mapping[int, float] | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _finite(self.alpha, "alpha")
+        for layer, norm in (self.norms or {}).items():
+            _finite(norm, f"norms[{layer}]")
+
     def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
         if self.scale == "raw":
             v = self.raw(layer, act)
@@ -229,6 +268,10 @@ class Scale(_DirectionOp):
 
     alpha: float = 1.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _finite(self.alpha, "alpha")
+
     def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
         r = self.unit(layer, act)
         return self.alpha * (act.float() @ r)[..., None] * r
@@ -245,6 +288,9 @@ class NeuronShift(Op):
         if not self.layers:
             object.__setattr__(self, "layers", tuple(self.shifts))
         super().__post_init__()
+        for layer, (_, deltas) in self.shifts.items():
+            for delta in deltas:
+                _finite(delta, f"the shift of a neuron at layer {layer}")
 
     def edit(self, act: Tensor, layer: int, site: str) -> Tensor:
         idx, deltas = self.shifts[layer]
@@ -313,6 +359,7 @@ class InterventionHandle:
         #: how many times each (op index, layer, site) hook fired
         self.counts: dict[tuple[int, int, str], int] = {}
         self._context: Any = None
+        self._handles: list[tuple[Any, Any]] = []
 
     def _hook(self, i: int, op: Op, layer: int, site: str) -> Any:
         key = (i, layer, site)
@@ -336,14 +383,36 @@ class InterventionHandle:
             for layer in op.layers
             for site in op.sites
         ]
-        self._context = self.model.hooks(hooks)
-        self._context.__enter__()
+        if self.model.backend == "bridge":
+            # the bridge's context removes exactly the handles it added, in any order
+            self._context = self.model.hooks(hooks)
+            self._context.__enter__()
+            return self
+        # TransformerLens 3.x contexts remove hooks by nesting level, which takes off another
+        # handle's hooks when handles are removed out of order: register on the hook points
+        # and remove exactly the handles added here.
+        self._handles = []
+        try:
+            for name, fn in hooks:
+                point = self.model.model.hook_dict[name]
+                known = {id(h) for h in point.fwd_hooks}
+                point.add_hook(fn, dir="fwd")
+                added = [h for h in point.fwd_hooks if id(h) not in known]
+                self._handles.extend((point, h) for h in added)
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def remove(self) -> None:
+        """Take this handle's hooks off (and only those); calling it again does nothing."""
         if self._context is not None:
             context, self._context = self._context, None
             context.__exit__(None, None, None)
+        handles, self._handles = self._handles, []
+        for point, handle in handles:
+            handle.hook.remove()
+            point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
 
     def never_fired(self) -> list[tuple[int, int, str]]:
         return [key for key, n in self.counts.items() if n == 0]

@@ -109,7 +109,9 @@ def mean_ci(
         >>> mean_ci([1.0, 1.0, 1.0])
         (1.0, 1.0, 1.0)
     """
-    x = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
+    if isinstance(values, Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no values to average: the subset is empty")
     rng = np.random.default_rng(seed)
