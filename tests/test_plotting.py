@@ -55,9 +55,26 @@ def test_layer_scores_from_real_separation(groups) -> None:
 def test_pca_scatter_has_groups_boundary_and_arrow(groups) -> None:
     pos, neg = groups
     fig = pca_scatter(pos[:, 2], neg[:, 2], layer=2)
-    assert [t.name for t in fig.data] == ["reasoning", "memory", "logistic boundary"]
+    names = [t.name for t in fig.data]
+    assert names == [
+        "reasoning",
+        "memory",
+        "logistic boundary",
+        "mean difference (memory to reasoning)",
+    ]
     assert len(fig.data[0].x) == 40 and len(fig.data[1].x) == 40
-    assert fig.layout.annotations[0].text == "mean difference"
+    # the arrow goes from the memory mean to the reasoning mean in the plane of the first two
+    # principal components (independent float64 PCA; a component's sign is arbitrary)
+    x = np.concatenate([pos[:, 2].double().numpy(), neg[:, 2].double().numpy()])
+    x = x - x.mean(0)
+    pcs = np.linalg.svd(x, full_matrices=False)[2][:2]
+    z = x @ pcs.T
+    want = z[:40].mean(0) - z[40:].mean(0)
+    arrow = fig.data[3]
+    got = np.array([arrow.x[1] - arrow.x[0], arrow.y[1] - arrow.y[0]])
+    np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=1e-4)
+    assert list(arrow.marker.symbol) == ["circle", "arrow"]  # the head sits on the reasoning mean
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
     assert fig.layout.xaxis.title.text == "PC 1" and "layer 2" in fig.layout.title.text
 
 
@@ -88,6 +105,7 @@ def test_cosine_heatmap() -> None:
     fig = cosine_heatmap(torch.tensor([[1.0, 0.5], [0.5, 1.0]]), rows=[3, 4], cols=[3, 4])
     assert list(fig.data[0].y) == ["3", "4"]
     assert fig.data[0].zmin == -1 and fig.data[0].zmax == 1
+    assert fig.data[0].texttemplate == "%{z:.2f}"  # every cell prints its cosine
 
 
 def test_dose_response_draws_the_baseline_at_alpha_zero() -> None:

@@ -30,8 +30,28 @@ def test_report_is_self_contained_and_escaped(tmp_path) -> None:
     assert not re.search(r"<script[^>]+src=", text)  # nothing loaded from the network
     assert text.count("plotly.js v") == 1  # the library is embedded once
     assert text.count('class="plotly-graph-div"') == 2
-    assert "<td>0.812</td>" in text and '"seed": 3' in text
+    assert "<td>0.812</td>" in text
+    # the configuration is a table of its keys, not escaped JSON
+    assert '<table class="config"><tr><th>layers</th><td>1, 2</td></tr>' in text
+    assert "<tr><th>seed</th><td>3</td></tr>" in text and "&quot;seed&quot;" not in text
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temp file left
+
+
+def test_long_tables_are_sorted_best_first_and_folded() -> None:
+    r = Report("T")
+    df = pd.DataFrame({"layer": range(20), "auroc": [(7 * i) % 20 / 20 for i in range(20)]})
+    r.table("Scores", df, sort_by="auroc", show=5)
+    html = r.html()
+    shown, folded = html.split("<details>")
+    want = df.sort_values("auroc", ascending=False)
+    first = [int(x) for x in re.findall(r"<tr>\s*<td>(\d+)</td>", shown)]
+    rest = [int(x) for x in re.findall(r"<tr>\s*<td>(\d+)</td>", folded)]
+    assert first == want["layer"].head(5).tolist()
+    assert rest == want["layer"].iloc[5:].tolist()
+    assert "<summary>Show the other 15 rows</summary>" in folded
+    short = Report("T")
+    short.table("Scores", df.head(3), sort_by="auroc", show=5)
+    assert "<details>" not in short.html()
 
 
 def test_report_renders_in_headless_chromium_without_console_errors(tmp_path) -> None:

@@ -375,8 +375,24 @@ def _write_report(
         "norm-matched random directions. Positions c1..c5 are the five cue words "
         "(c5 is the last token).",
     )
-    report.table("Steering results (switch shares)", switches)
-    report.table("Position scan", pos_table)
+    report.table(
+        "Steering results (switch shares)",
+        switches,
+        caption="Best first by the fitted direction's switch share (ci_low, ci_high: its 95% "
+        "bootstrap interval); random_mean and random_max: the mean and the most effective of "
+        "the norm-matched random directions in the same cell.",
+        sort_by="fitted",
+    )
+    scan = pos_table.pivot_table(index=["layer", "position"], columns="score", values="value")
+    scan.columns.name = None
+    report.table(
+        "Position scan",
+        scan.reset_index(),
+        caption="Best first by effect_vs_random: the share of answers flipped by the (layer, "
+        "position)'s own direction (effect) minus the mean for the random directions "
+        "(effect_random); auroc: how well that direction separates the two groups there.",
+        sort_by="effect_vs_random",
+    )
     report.config.update(
         {
             "seed": seed,

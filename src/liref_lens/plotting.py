@@ -41,6 +41,7 @@ def _band(x: Sequence[Any], lo: Sequence[float], hi: Sequence[float], color: str
     return go.Scatter(
         x=[*x, *reversed(list(x))],
         y=[*hi, *reversed(list(lo))],
+        mode="lines",  # no markers at the band's corners
         fill="toself",
         fillcolor=color,
         opacity=0.2,
@@ -102,7 +103,8 @@ def pca_scatter(
 ) -> go.Figure:
     """The two groups in the plane of their first two principal components, with the logistic
     decision boundary (fitted in that plane) and the arrow from the negative to the positive
-    class mean (the difference-in-means direction).
+    class mean (the difference-in-means direction, projected on the plane). Both axes have
+    the same scale, so angles and distances in the plane are drawn true.
 
     Args:
         pos: ``[n, d]`` activations of one layer, first group.
@@ -139,10 +141,13 @@ def pca_scatter(
         )
     clf = LogisticRegression(C=1.0, max_iter=1000).fit(z, y)
     (w0, w1), b = clf.coef_[0], clf.intercept_[0]
-    xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 50)
+    xs = np.linspace(z[:, 0].min(), z[:, 0].max(), 200)
     if abs(w1) > 1e-12:
         ys = -(w0 * xs + b) / w1
-        keep = (ys >= z[:, 1].min() - 1) & (ys <= z[:, 1].max() + 1)
+        # inside the points' box (plus 10% of its height): a steep boundary would otherwise
+        # stretch the y axis far beyond the data
+        pad = 0.1 * (z[:, 1].max() - z[:, 1].min())
+        keep = (ys >= z[:, 1].min() - pad) & (ys <= z[:, 1].max() + pad)
         fig.add_trace(
             go.Scatter(
                 x=xs[keep],
@@ -153,22 +158,27 @@ def pca_scatter(
             )
         )
     m_pos, m_neg = z[y == 1].mean(0), z[y == 0].mean(0)
-    fig.add_annotation(
-        x=m_pos[0],
-        y=m_pos[1],
-        ax=m_neg[0],
-        ay=m_neg[1],
-        xref="x",
-        yref="y",
-        axref="x",
-        ayref="y",
-        showarrow=True,
-        arrowhead=3,
-        arrowwidth=2,
-        text="mean difference",
+    # the arrow is a trace, so its name sits in the legend instead of on top of the points
+    fig.add_trace(
+        go.Scatter(
+            x=[m_neg[0], m_pos[0]],
+            y=[m_neg[1], m_pos[1]],
+            mode="lines+markers",
+            name=f"mean difference ({names[1]} to {names[0]})",
+            line={"color": "black", "width": 3},
+            marker={
+                "color": "black",
+                "symbol": ["circle", "arrow"],
+                "size": [7, 16],
+                "angleref": "previous",
+            },
+            hovertemplate="class mean<extra></extra>",
+        )
     )
     where = f" at layer {layer}" if layer is not None else ""
     fig.update_layout(title=f"PCA of activations{where}", xaxis_title="PC 1", yaxis_title="PC 2")
+    # one unit is as long on both axes, so angles and distances in the plane read true
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
 
 
@@ -330,6 +340,7 @@ def cosine_heatmap(
             colorscale="RdBu",
             reversescale=True,
             colorbar={"title": "cosine"},
+            texttemplate="%{z:.2f}",
         )
     )
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="layer")

@@ -127,6 +127,22 @@ def sweep_run(
     )
 
 
+def _wide(table: pd.DataFrame, keys: list[str], column: str, main: str) -> pd.DataFrame:
+    """One row per ``keys``, one column per value of ``column``, with ``main``'s interval.
+
+    Example:
+        >>> t = pd.DataFrame({"layer": [1, 1], "score": ["auroc", "cohens_d"],
+        ...     "value": [0.9, 1.5], "ci_low": [0.8, 1.0], "ci_high": [1.0, 2.0]})
+        >>> _wide(t, ["layer"], "score", "auroc").columns.tolist()
+        ['layer', 'auroc', 'ci_low', 'ci_high', 'cohens_d']
+    """
+    values = table.pivot_table(index=keys, columns=column, values="value", sort=False)
+    head = table[table[column] == main].set_index(keys)[["ci_low", "ci_high"]]
+    wide = values[[main]].join(head).join(values.drop(columns=main))
+    wide.columns.name = None
+    return wide.reset_index()
+
+
 def report_run(run_dir: str | Path) -> Path:
     """Write ``report.html`` for a run folder made by `fit_run` and/or `sweep_run`."""
     run = Path(run_dir)
@@ -144,6 +160,14 @@ def report_run(run_dir: str | Path) -> Path:
             f"[{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]."
         )
         report.figure("Layer-wise separation", layer_scores(scores))
+        report.table(
+            "Layer scores",
+            _wide(scores, ["layer"], "score", "auroc"),
+            caption="Best layers first, by AUROC; ci_low and ci_high are its 95% bootstrap "
+            "interval. probe_acc: cross-validated logistic-probe accuracy; cohens_d: "
+            "standardized mean difference of the projections.",
+            sort_by="auroc",
+        )
     if (run / "sweep" / "results.parquet").exists():
         results = Results.load(run / "sweep")
         t = results.table
@@ -183,7 +207,15 @@ def report_run(run_dir: str | Path) -> Path:
                 f"Dose-response at layer {int(best['layer'])}",
                 dose_response(t, metric, layer=int(best["layer"]), op=op),
             )
-        report.table("Results (all prompts)", t[t["subset"] == "all"])
+        keys = ["op", "layer", "alpha", "direction", "control"]
+        report.table(
+            "Results (all prompts)",
+            _wide(t[t["subset"] == "all"], keys, "metric", metric),
+            caption=f"One row per cell, best first by {metric} (ci_low, ci_high: its 95% "
+            "bootstrap interval). control: -1 for the fitted direction, the index of the "
+            "norm-matched random direction otherwise.",
+            sort_by=metric,
+        )
     if not findings:
         raise FileNotFoundError(f"{run} holds no fit or sweep results (scores.csv, sweep/)")
     report.findings(findings)
