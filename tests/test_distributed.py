@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from liref_lens import RunningStats, cache_activations, every, stream_activations
+from liref_lens import RunningStats, cache_activations, every, load_model, stream_activations
 from liref_lens import distributed as dp
 
 # 9 prompts in batches of 2: 5 batches, so with 2 ranks rank 1 sits out the last round.
@@ -108,9 +108,8 @@ def test_two_processes_equal_one_bit_for_bit(runs: dict[str, dict]) -> None:
     assert one["counts"].tolist() == [_LABELS.count("memory"), _LABELS.count("reasoning")]
 
 
-def test_one_process_equals_the_plain_functions(lm, runs: dict[str, dict]) -> None:
-    if "gpt2" not in lm.architecture.lower() or lm.backend != "bridge":
-        pytest.skip("the torchrun runs load the tiny GPT-2 through the bridge")
+def test_one_process_equals_the_plain_functions(model_dirs, runs: dict[str, dict]) -> None:
+    lm = load_model(str(model_dirs["gpt2"]), device="cpu")  # as the torchrun script loads it
     one = runs["rank0-of1"]
     kw = dict(layers=[0, 2], batch_size=2, progress=False)
     plain = cache_activations(lm, _PROMPTS, sites=("resid_pre", "mlp_post"), **kw)
