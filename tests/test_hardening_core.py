@@ -264,3 +264,29 @@ def test_fit_directions_with_cuda_like_inputs_keeps_working(lm: LensModel, promp
     want = fit_directions(pos.detach(), neg.detach(), probe_direction(C=1.0))
     torch.testing.assert_close(ds.vectors, want.vectors)
     assert ds.data_hash == want.data_hash
+
+
+# ----- the model's dtype travels with the artifacts (#17) -----------------------------------
+def test_directions_record_the_model_dtype(lm: LensModel, prompts, tmp_path) -> None:
+    half = len(prompts) // 2
+    acts = cache_activations(lm, prompts, layers=[1, 2], progress=False)
+    assert acts.meta["model_dtype"] == "float32" == str(lm.dtype).removeprefix("torch.")
+    ds = fit_directions(acts.subset(range(half)), acts.subset(range(half, len(prompts))))
+    assert ds.model_dtype == "float32" and ds.vectors.dtype == torch.float64
+    loaded = DirectionSet.load(ds.save(tmp_path / "d.safetensors"))
+    assert loaded.model_dtype == "float32"
+    from_tensors = fit_directions(acts.tensor[:half], acts.tensor[half:], layers=[1, 2], model=lm)
+    assert from_tensors.model_dtype == "float32"
+
+
+def test_resume_refuses_the_same_model_in_another_dtype(
+    lm: LensModel, evalset, tmp_path, model_dirs
+) -> None:
+    from liref_lens import load_model
+
+    arch = "gpt2" if "gpt2" in lm.architecture.lower() else "llama"
+    bf16 = load_model(str(model_dirs[arch]), device="cpu", dtype=torch.bfloat16, backend=lm.backend)
+    assert bf16.fingerprint == lm.fingerprint  # the fingerprint alone cannot tell them apart
+    Experiment(lm, _set(lm), evalset, _cfg()).run(tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"the model dtype changed \(torch.float32 -> torch.bf"):
+        Experiment(bf16, _set(bf16), evalset, _cfg()).run(tmp_path / "run", progress=False)

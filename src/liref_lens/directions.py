@@ -241,6 +241,9 @@ class DirectionSet:
     method: str = "diff_in_means"
     params: Mapping[str, Any] = field(default_factory=dict)
     version: str = field(default_factory=_version)
+    #: dtype of the model's parameters when the activations were cached ("" if unknown);
+    #: the vectors themselves are float64 whatever it was, and cast per hook
+    model_dtype: str = ""
 
     def __post_init__(self) -> None:
         vec = torch.as_tensor(self.vectors).detach().to("cpu", torch.float64).clone()
@@ -343,6 +346,7 @@ class DirectionSet:
             "method": self.method,
             "params": dict(self.params),
             "version": self.version,
+            "model_dtype": self.model_dtype,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -461,7 +465,12 @@ class DirectionSet:
 def _model_fields(model: LensModel | None) -> dict[str, Any]:
     if model is None:
         return {}
-    return dict(model_fingerprint=model.fingerprint, model_name=model.name, n_layers=model.n_layers)
+    return dict(
+        model_fingerprint=model.fingerprint,
+        model_name=model.name,
+        n_layers=model.n_layers,
+        model_dtype=str(model.dtype).removeprefix("torch."),
+    )
 
 
 def _rows(x: Activations | Tensor, name: str, layers: Sequence[int] | None) -> Tensor:
@@ -520,7 +529,7 @@ def fit_directions(
         [[2.0, 0.0]]
     """
     method = method if method is not None else diff_in_means()
-    fingerprint, name = "", ""
+    fingerprint, name, model_dtype = "", "", ""
     if isinstance(pos, Activations) or isinstance(neg, Activations):
         if not (isinstance(pos, Activations) and isinstance(neg, Activations)):
             raise TypeError("pass both classes as Activations or both as tensors")
@@ -539,6 +548,7 @@ def fit_directions(
             pos.model_fingerprint,
             pos.model_name,
         )
+        model_dtype = str(pos.meta.get("model_dtype", ""))
         layer_t = tuple(layers) if layers is not None else pos.layers
         p, n = _rows(pos, "pos", layers), _rows(neg, "neg", layers)
     else:
@@ -565,7 +575,9 @@ def fit_directions(
     for t, cls in ((p, classes[0]), (n, classes[1])):
         h.update(f"{cls}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    fields: dict[str, Any] = dict(model_fingerprint=fingerprint, model_name=name)
+    fields: dict[str, Any] = dict(
+        model_fingerprint=fingerprint, model_name=name, model_dtype=model_dtype
+    )
     fields.update(_model_fields(model))
     vectors = method(p, n)
     if tuple(vectors.shape) != tuple(p.shape[1:]):
@@ -652,7 +664,12 @@ def shuffled_labels(
             p2, q2 = pooled[perm[: p.shape[0]]], pooled[perm[p.shape[0] :]]
         ds = fit_directions(p2, q2, method, layers=layers, **kwargs)
         if isinstance(pos, Activations) and not ds.model_fingerprint:
-            ds = replace(ds, model_fingerprint=pos.model_fingerprint, model_name=pos.model_name)
+            ds = replace(
+                ds,
+                model_fingerprint=pos.model_fingerprint,
+                model_name=pos.model_name,
+                model_dtype=str(pos.meta.get("model_dtype", "")),
+            )
         params = {**ds.params, "control": "shuffled_labels", "index": i}
         params["seed"] = int(generator.initial_seed())
         out.append(replace(ds, params=params))

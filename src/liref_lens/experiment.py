@@ -293,7 +293,8 @@ class Experiment:
     def _identity(self) -> dict[str, str]:
         """Every input that decides a cell's numbers, by content (saved as ``inputs.json``)."""
         ev, cfg = self.evalset, self.config
-        out = {"model": self.model.fingerprint}
+        # the fingerprint is dtype-independent; the numbers are not
+        out = {"model": self.model.fingerprint, "model dtype": str(self.model.dtype)}
         for layer in cfg.layers:
             out[f"direction for layer {layer}"] = _hash(layer_vector(self.directions, layer, None))
         out["positions"] = _hash(_rule_identity(self._rule()))
@@ -514,6 +515,9 @@ def _changes(
     for key in [*new_ids, *(k for k in old_ids if k not in new_ids)]:
         a, b = old_ids.get(key, "none"), new_ids.get(key, "none")
         if a != b:
+            if key == "model dtype":
+                out.append(f"the model dtype changed ({a} -> {b})")
+                continue
             what = {"model": "fingerprint"}.get(
                 key, "vector hash" if "direction" in key else "hash"
             )
