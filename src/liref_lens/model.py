@@ -387,15 +387,21 @@ class LensModel:
 
     @property
     def max_positions(self) -> int | None:
-        """Longest sequence the model can embed (learned absolute positions), else None.
+        """Longest sequence the model can embed, else None.
 
-        Rotary and other relative schemes have no hard table to run off; a longer sequence
-        only leaves the trained range, which the caller may intend.
+        A learned absolute position table has ``n_ctx`` rows. The legacy `HookedTransformer`
+        (TransformerLens 3.x) also precomputes its rotary sines and cosines for ``n_ctx``
+        positions and cannot extend them further. Otherwise (rotary through the bridge, which
+        computes them per call, and other relative schemes) there is no hard limit; a longer
+        sequence only leaves the trained range, which the caller may intend.
         """
-        if getattr(self.model.cfg, "positional_embedding_type", None) != "standard":
-            return None
+        kind = getattr(self.model.cfg, "positional_embedding_type", None)
         n_ctx = getattr(self.model.cfg, "n_ctx", None)
-        return int(n_ctx) if isinstance(n_ctx, int) else None
+        if not isinstance(n_ctx, int):
+            return None
+        if kind == "standard" or (kind == "rotary" and self.backend == "hooked_transformer"):
+            return int(n_ctx)
+        return None
 
     def check_length(self, n_tokens: int, *, what: str = "sequence") -> None:
         """Raise a clear error if ``n_tokens`` positions exceed the model's position table."""
@@ -403,7 +409,7 @@ class LensModel:
         if limit is not None and n_tokens > limit:
             raise ValueError(
                 f"the longest {what} has {n_tokens} tokens, but this model embeds at most "
-                f"{limit} positions (learned position table, n_ctx={limit}); shorten the "
+                f"{limit} positions (its position table, n_ctx={limit}); shorten the "
                 "prompts (fewer few-shot examples, a shorter template), generate fewer tokens, "
                 "or use a model with a longer context"
             )
