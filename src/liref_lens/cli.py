@@ -132,7 +132,12 @@ def _model(args: argparse.Namespace) -> Any:
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
     }
-    lm = load_model(args.model, device=args.device, dtype=dtype[args.dtype], backend=args.backend)
+    lm = load_model(
+        args.model,
+        device=args.device,
+        dtype=dtype[getattr(args, "dtype", "auto")],  # `demo --model` has no --dtype
+        backend=getattr(args, "backend", None),
+    )
     n, why = choose_threads(args.threads, n_parameters(lm.model))
     torch.set_num_threads(n)  # `main` restores the previous count when the command ends
     print(
@@ -259,10 +264,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_real_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    from ._threads import choose_threads, n_parameters
-    from .model import load_model
     from .realdemo import run_real_demo, summary
 
     if args.retrain:
@@ -271,10 +272,7 @@ def _cmd_real_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--data {args.data}: no such folder (it holds the full question files)")
     if not args.no_progress:
         print(f"[1/5] loading {args.model} ...", file=sys.stderr)
-    lm = load_model(args.model, device=args.device)
-    n, why = choose_threads(args.threads, n_parameters(lm.model))
-    torch.set_num_threads(n)  # `main` restores the previous count when the command ends
-    print(f"liref-lens demo: {lm.name} on {lm.device}; torch threads: {n} ({why})", file=sys.stderr)
+    lm = _model(args)
     result = run_real_demo(
         args.out, model=lm, seed=args.seed, progress=not args.no_progress, data_dir=args.data
     )
