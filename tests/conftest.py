@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from liref_lens import LensModel, available_backends, load_model
+from liref_lens.experiment import EvalSet
 
 WORDS = [f"w{i}" for i in range(40)] + [str(d) for d in range(10)] + ["+", "=", "?", "Q:", "A:"]
 ARCHS = ("gpt2", "llama")
@@ -116,3 +117,16 @@ PROMPTS = [
 @pytest.fixture
 def prompts() -> list[str]:
     return list(PROMPTS)
+
+
+@pytest.fixture
+def evalset(prompts) -> EvalSet:
+    """Three candidates per prompt, subsets by mode (the experiment tests' eval set)."""
+    return EvalSet(
+        name="tiny",
+        prompts=tuple(prompts),
+        candidates=tuple(("w1", "w2", "w3") for _ in prompts),
+        correct=tuple(i % 3 for i in range(len(prompts))),
+        subsets=tuple("reasoning" if "Q:" in p else "memory" for p in prompts),
+        candidate_names=("one", "two", "three"),
+    )

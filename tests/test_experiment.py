@@ -10,18 +10,6 @@ from liref_lens.interventions import Add, intervene
 from liref_lens.metrics import entropy, kl_divergence, mean_ci
 
 
-@pytest.fixture
-def evalset(prompts) -> EvalSet:
-    return EvalSet(
-        name="tiny",
-        prompts=tuple(prompts),
-        candidates=tuple(("w1", "w2", "w3") for _ in prompts),
-        correct=tuple(i % 3 for i in range(len(prompts))),
-        subsets=tuple("reasoning" if "Q:" in p else "memory" for p in prompts),
-        candidate_names=("one", "two", "three"),
-    )
-
-
 def _config(**kw) -> ExperimentConfig:
     base = dict(
         layers=(1, 2), alphas=(-3.0, 3.0), ops=("add", "project_out"), n_random=2, n_boot=50, seed=7

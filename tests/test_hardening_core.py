@@ -29,18 +29,6 @@ def _no_hooks(lm: LensModel) -> bool:
     return not any(hp.fwd_hooks for hp in lm.model.hook_dict.values())
 
 
-@pytest.fixture
-def evalset(prompts) -> EvalSet:
-    return EvalSet(
-        name="tiny",
-        prompts=tuple(prompts),
-        candidates=tuple(("w1", "w2", "w3") for _ in prompts),
-        correct=tuple(i % 3 for i in range(len(prompts))),
-        subsets=tuple("reasoning" if "Q:" in p else "memory" for p in prompts),
-        candidate_names=("one", "two", "three"),
-    )
-
-
 def _set(lm: LensModel, seed: int = 0, scale: float = 4.0) -> DirectionSet:
     """A hand-built direction set (no data hash, no provenance beyond the model)."""
     g = torch.Generator().manual_seed(seed)
