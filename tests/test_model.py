@@ -196,3 +196,27 @@ def test_prompts_longer_than_the_position_table_are_refused(lm: LensModel) -> No
         generate(lm, [fits], max_new_tokens=8)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         generate(lm, ["w1"], batch_size=0)
+
+
+def test_forward_last_only_equals_the_last_position_and_unembeds_only_it(
+    lm: LensModel, prompts
+) -> None:
+    batch = lm.tokenize(prompts)
+    with torch.no_grad():
+        full = lm.forward(batch)
+        seen: list[tuple[int, ...]] = []
+        head = getattr(lm.model, "original_model", None)
+        handle = None
+        if lm.backend == "bridge":  # what reaches the Hugging Face LM head
+            handle = head.lm_head.register_forward_hook(
+                lambda _m, inputs, _o: seen.append(tuple(inputs[0].shape))
+            )
+        try:
+            last = lm.forward(batch, last_only=True)
+        finally:
+            if handle is not None:
+                handle.remove()
+    assert last.shape == (len(prompts), 1, full.shape[-1])
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+    if lm.backend == "bridge":
+        assert seen == [(len(prompts), 1, lm.d_model)]

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
@@ -384,11 +385,9 @@ class Experiment:
             for i in range(0, len(ids), bs):
                 batch = self.model.pad(ids[i : i + bs])
                 rows = range(i, i + len(ids[i : i + bs]))
-                if ops:
-                    with intervene(self.model, *ops):
-                        chunks.append(self.model.forward(batch, row_ids=rows)[:, -1].float().cpu())
-                else:
-                    chunks.append(self.model.forward(batch, row_ids=rows)[:, -1].float().cpu())
+                with intervene(self.model, *ops) if ops else nullcontext():
+                    logits = self.model.forward(batch, row_ids=rows, last_only=True)
+                chunks.append(logits[:, -1].float().cpu())
         return torch.cat(chunks)
 
     def _metrics(

@@ -266,17 +266,29 @@ class LensModel:
             yield
 
     def forward(
-        self, batch: Batch, *, row_ids: Sequence[int] | None = None, **kwargs: Any
+        self,
+        batch: Batch,
+        *,
+        row_ids: Sequence[int] | None = None,
+        last_only: bool = False,
+        **kwargs: Any,
     ) -> Tensor:
         """Logits for a padded batch; padding is handled by the attention mask.
 
         ``row_ids`` (which prompts the rows are) lets per-prompt position selectors resolve.
+        ``last_only``: return ``[batch, 1, vocab]``, the last position's logits (the last
+        real token of every row under left padding); on the bridge the unembedding then runs
+        on that position alone (``logits_to_keep=1``), which saves a ``[batch, seq, vocab]``
+        product and its memory.
         """
         batch = batch.to(self.device)
         rows = tuple(int(r) for r in row_ids) if row_ids is not None else None
         info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]), rows)
+        if last_only and self.backend == "bridge" and self._keeps_logits:
+            kwargs["logits_to_keep"] = 1
         with step_info(info):
-            return self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+            logits = self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        return logits[:, -1:] if last_only else logits
 
     def step(
         self,
