@@ -59,6 +59,10 @@ _SCRIPT = textwrap.dedent(
          "local_rank_layer": local.tensor},
         f"{out_dir}/rank{rank}-of{world}.pt",
     )
+    # every rank reaches the end before any tears gloo down: a rank that exits while its
+    # peer's gloo threads still talk to it can abort ("terminate called without an active
+    # exception", seen once in CI)
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
