@@ -444,7 +444,7 @@ def _assemble(
         n_prompts=n_prompts,
         model_fingerprint=model.fingerprint,
         model_name=model.name,
-        meta={"model_dtype": str(model.dtype).removeprefix("torch.")},
+        meta={"model_dtype": model.dtype_name},
     )
 
 

@@ -469,7 +469,16 @@ def _model_fields(model: LensModel | None) -> dict[str, Any]:
         model_fingerprint=model.fingerprint,
         model_name=model.name,
         n_layers=model.n_layers,
-        model_dtype=str(model.dtype).removeprefix("torch."),
+        model_dtype=model.dtype_name,
+    )
+
+
+def _acts_fields(acts: Activations) -> dict[str, Any]:
+    """The model provenance that activations carry, as `DirectionSet` fields."""
+    return dict(
+        model_fingerprint=acts.model_fingerprint,
+        model_name=acts.model_name,
+        model_dtype=str(acts.meta.get("model_dtype", "")),
     )
 
 
@@ -529,7 +538,7 @@ def fit_directions(
         [[2.0, 0.0]]
     """
     method = method if method is not None else diff_in_means()
-    fingerprint, name, model_dtype = "", "", ""
+    provenance: dict[str, Any] = {}
     if isinstance(pos, Activations) or isinstance(neg, Activations):
         if not (isinstance(pos, Activations) and isinstance(neg, Activations)):
             raise TypeError("pass both classes as Activations or both as tensors")
@@ -542,13 +551,8 @@ def fit_directions(
                     f"{getattr(neg, attr)!r}); cache both with the same model, layers, site "
                     "and position"
                 )
-        site, position, fingerprint, name = (
-            pos.site,
-            pos.position,
-            pos.model_fingerprint,
-            pos.model_name,
-        )
-        model_dtype = str(pos.meta.get("model_dtype", ""))
+        site, position = pos.site, pos.position
+        provenance = _acts_fields(pos)
         layer_t = tuple(layers) if layers is not None else pos.layers
         p, n = _rows(pos, "pos", layers), _rows(neg, "neg", layers)
     else:
@@ -563,6 +567,7 @@ def fit_directions(
         )
     if len(layer_t) != p.shape[1]:
         raise ValueError(f"layers {list(layer_t)} do not label the {p.shape[1]} layers given")
+    fingerprint = provenance.get("model_fingerprint", "")
     if model is not None and fingerprint and fingerprint != model.fingerprint:
         raise ValueError(
             f"the activations come from model fingerprint {fingerprint}, not from the model "
@@ -575,10 +580,7 @@ def fit_directions(
     for t, cls in ((p, classes[0]), (n, classes[1])):
         h.update(f"{cls}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    fields: dict[str, Any] = dict(
-        model_fingerprint=fingerprint, model_name=name, model_dtype=model_dtype
-    )
-    fields.update(_model_fields(model))
+    fields = {**provenance, **_model_fields(model)}
     vectors = method(p, n)
     if tuple(vectors.shape) != tuple(p.shape[1:]):
         raise ValueError(
@@ -664,12 +666,7 @@ def shuffled_labels(
             p2, q2 = pooled[perm[: p.shape[0]]], pooled[perm[p.shape[0] :]]
         ds = fit_directions(p2, q2, method, layers=layers, **kwargs)
         if isinstance(pos, Activations) and not ds.model_fingerprint:
-            ds = replace(
-                ds,
-                model_fingerprint=pos.model_fingerprint,
-                model_name=pos.model_name,
-                model_dtype=str(pos.meta.get("model_dtype", "")),
-            )
+            ds = replace(ds, **_acts_fields(pos))
         params = {**ds.params, "control": "shuffled_labels", "index": i}
         params["seed"] = int(generator.initial_seed())
         out.append(replace(ds, params=params))

@@ -183,6 +183,11 @@ class LensModel:
         return next(iter(self.model.parameters())).dtype
 
     @property
+    def dtype_name(self) -> str:
+        """The parameters' dtype as recorded in artifacts, e.g. ``"float32"``."""
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
     def tokenizer(self) -> Any:
         tok = getattr(self.model, "tokenizer", None)
         if tok is None:

@@ -273,10 +273,13 @@ def run_real_demo(
         say(f"  [{step}: {timings[step]:.0f} s]")
 
     out = Path(out_dir)
-    name = model.name if isinstance(model, LensModel) else model
-    say(f"[1/5] {name}: loaded; reading the questions ..." if isinstance(model, LensModel)
-        else f"[1/5] loading {name} ...")  # fmt: skip
-    lm = model if isinstance(model, LensModel) else load_model(model, device=device)
+    if isinstance(model, LensModel):
+        lm, name = model, model.name
+        say(f"[1/5] {name}: loaded; reading the questions ...")
+    else:
+        name = model
+        say(f"[1/5] loading {name} ...")
+        lm = load_model(model, device=device)
     data = _read_questions(data_dir)
     rng = np.random.default_rng(seed)
     gsm = _pick(lm, data["gsm8k"].items, n + n_eval, rng, max_tokens)
