@@ -5,6 +5,7 @@ Built on TransformerLens (the TransformerLens 4 ``TransformerBridge`` and the le
 """
 
 from . import tasks
+from .attention import fusable_layers, fused_attention
 from .cache import Activations, RunningStats, cache_activations, stream_activations
 from .directions import (
     DirectionSet,
@@ -99,6 +100,8 @@ __all__ = [
     "attach",
     "auroc",
     "available_backends",
+    "fusable_layers",
+    "fused_attention",
     "cache_activations",
     "candidate_choice",
     "cohens_d",

@@ -7,6 +7,9 @@ sizes (``n_layers``, ``d_model``, ``d_mlp``), ``device``, ``tokenizer``, a stabl
 pair becomes a TransformerLens hook name. Every other module speaks of ``(layer, site)`` only.
 
 Memory: the wrapper holds no activations; it only references the wrapped model.
+`LensModel.forward` runs the bridge's unhooked attention layers with PyTorch's SDPA
+(`liref_lens.attention.fused_attention`; ``sdpa=False`` keeps the eager path everywhere), so a
+forward pass needs no ``[batch, head, pos, pos]`` tensor where no attention hook reads one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch import Tensor
 from ._kvcache import bridge_cache_adapter as _bridge_cache_adapter
 from ._kvcache import check_cache_grew as _check_cache_grew
 from ._kvcache import forward_parameters as _forward_parameters
+from .attention import fused_attention
 from .positions import StepInfo, step_info
 
 __all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
@@ -142,6 +146,9 @@ class LensModel:
         model: a ``transformer_lens.model_bridge.TransformerBridge`` or a legacy
             ``transformer_lens.HookedTransformer``.
         name: optional model id recorded in metadata (hub name or local path).
+        sdpa: in `forward`, run bridge attention layers that no hook reads inside with
+            PyTorch's fused attention (see `liref_lens.attention`); ``False`` keeps the
+            bridge's eager attention everywhere. Settable later as ``lm.sdpa``.
 
     Example:
         >>> wrapped = LensModel(lm.model)  # any TransformerBridge / HookedTransformer
@@ -149,12 +156,13 @@ class LensModel:
         'blocks.1.hook_resid_pre'
     """
 
-    def __init__(self, model: Any, *, name: str | None = None) -> None:
+    def __init__(self, model: Any, *, name: str | None = None, sdpa: bool = True) -> None:
         if isinstance(model, LensModel):
             raise TypeError("model is already a LensModel; use it directly")
         self.backend = _backend_of(model)
         self.model: Any = model
         self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
+        self.sdpa = sdpa
 
     # ----- sizes and placement -------------------------------------------------------------
     @property
@@ -284,14 +292,17 @@ class LensModel:
         ``last_only``: return ``[batch, 1, vocab]``, the last position's logits (the last
         real token of every row under left padding); on the bridge the unembedding then runs
         on that position alone (``logits_to_keep=1``), which saves a ``[batch, seq, vocab]``
-        product and its memory.
+        product and its memory. On the bridge no KV cache is built (``use_cache=False``
+        unless passed) and unhooked attention layers run fused (``self.sdpa``).
         """
         batch = batch.to(self.device)
         rows = tuple(int(r) for r in row_ids) if row_ids is not None else None
         info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]), rows)
         if last_only and self.backend == "bridge" and self._keeps_logits:
             kwargs["logits_to_keep"] = 1
-        with step_info(info):
+        if self.backend == "bridge":  # else Hugging Face builds a KV cache nobody reads
+            kwargs.setdefault("use_cache", False)
+        with step_info(info), fused_attention(self.model, enabled=self.sdpa):
             logits = self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
         return logits[:, -1:] if last_only else logits
 

@@ -1,0 +1,198 @@
+"""Fused attention for the bridge wherever no attention hook is requested.
+
+TransformerLens 4's `TransformerBridge` recomputes every attention layer itself, eagerly, so
+that ``hook_attn_scores`` and ``hook_pattern`` can fire: each layer materialises
+``[batch, head, pos, pos]`` scores and weights even when nobody reads them, which makes a long
+prompt's peak memory grow with pos² (at 4096 tokens a GPT-2-small forward needed 2.0x the
+memory of Hugging Face's SDPA one). Inside `fused_attention`, an attention layer whose internal
+hook points (scores, pattern, q/k/v, z, rotary, ...) have no hooks runs the wrapped Hugging
+Face module's own forward with PyTorch's ``scaled_dot_product_attention`` instead (flash or
+memory-efficient kernels, no ``pos x pos`` tensor per head); its ``hook_in`` and ``hook_out``
+(``blocks.L.hook_attn_out``) still fire, and the residual-stream hooks are untouched. A layer
+with any hook on its internals, a forward that passes a KV cache or asks for attention weights,
+training mode, TransformerLens' compatibility mode and the split-QKV/attn-result options all
+take the bridge's eager path, decided per call: hooks added inside the context are honoured.
+
+Only attention classes whose fused path was checked against the eager one are fused (GPT-2's
+joint QKV, GPT-NeoX's joint QKV with rotary, and the rotary attention of Llama, Mistral,
+Qwen2/3, Phi...); layers with logit soft-capping (Gemma 2) or attention sinks (GPT-OSS), which
+PyTorch's kernel cannot express, stay eager, as does everything on the legacy
+``HookedTransformer``. Where the bridge splits a fused QKV weight, the split must be a view of
+it (so a weight edit through ``q``/``k``/``v`` reaches the fused forward); otherwise the layer
+stays eager.
+
+The padding mask is the one the bridge's Hugging Face model built (an additive
+``[batch, 1, pos, pos]`` mask, shared by all layers), so padded batches give the same numbers
+as the eager path up to float rounding (about 1e-7 in float32).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+__all__ = ["fused_attention", "fusable_layers"]
+
+# Exact bridge classes (not subclasses: those reimplement attention differently).
+_FUSABLE = frozenset(
+    {
+        "JointQKVAttentionBridge",
+        "JointQKVPositionEmbeddingsAttentionBridge",
+        "PositionEmbeddingsAttentionBridge",
+    }
+)
+# Bridge config flags that change how attention is wired (per-head inputs or outputs).
+_WIRING_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "use_hook_attn_in")
+# Keyword arguments that need the eager path: a KV cache, or the attention weights returned.
+# (transformers 5.24 renamed ``past_key_values`` to ``cache``; see `liref_lens._kvcache`.)
+_CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past", "cache")
+
+
+def _hook_points(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every hook point inside ``module`` except its own ``hook_in``/``hook_out``."""
+    return [
+        m
+        for name, m in module.named_modules()
+        if type(m).__name__ == "HookPoint" and name not in ("hook_in", "hook_out")
+    ]
+
+
+def _is_hooked(points: list[torch.nn.Module]) -> bool:
+    return any(p._forward_hooks or p._forward_pre_hooks or p._backward_hooks for p in points)
+
+
+def _shares_storage(bridge: torch.nn.Module) -> bool:
+    """A joint-QKV bridge's ``q``/``k``/``v`` weights are views of the fused weight."""
+    fused = getattr(getattr(bridge, "qkv", None), "original_component", None)
+    fused_weight = getattr(fused, "weight", None)
+    if not isinstance(fused_weight, torch.Tensor):
+        return False
+    base = fused_weight.untyped_storage().data_ptr()
+    for part in ("q", "k", "v"):
+        weight = getattr(
+            getattr(getattr(bridge, part, None), "original_component", None), "weight", None
+        )
+        if not isinstance(weight, torch.Tensor) or weight.untyped_storage().data_ptr() != base:
+            return False
+    return True
+
+
+def _fusable(bridge: torch.nn.Module) -> bool:
+    """Whether ``bridge``'s wrapped Hugging Face attention can run with SDPA unchanged."""
+    name = type(bridge).__name__
+    if name not in _FUSABLE:
+        return False
+    hf_attn = bridge._modules.get("_original_component")
+    config = getattr(hf_attn, "config", None)
+    if hf_attn is None or config is None or not hasattr(config, "_attn_implementation"):
+        return False
+    if getattr(hf_attn, "attn_logit_softcapping", None) is not None:
+        return False
+    if getattr(hf_attn, "sinks", None) is not None:
+        return False
+    return not name.startswith("JointQKV") or _shares_storage(bridge)
+
+
+def _root(model: Any) -> Any:
+    """The TransformerLens model of a `LensModel` (``bridge.model`` is the HF body)."""
+    from .model import LensModel
+
+    return model.model if isinstance(model, LensModel) else model
+
+
+def _attention_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
+    blocks = getattr(root, "blocks", None)
+    if blocks is None or not hasattr(root, "original_model"):  # legacy HookedTransformer
+        return []
+    found = []
+    for block in blocks:
+        attn = block._modules.get("attn")
+        if attn is not None and _fusable(attn):
+            found.append(attn)
+    return found
+
+
+def fusable_layers(model: Any) -> list[int]:
+    """The layers whose attention `fused_attention` can run fused (when unhooked).
+
+    Args:
+        model: a `LensModel` or a TransformerLens model.
+
+    Example:
+        >>> fusable_layers(lm)  # the tiny bridge model's three layers
+        [0, 1, 2]
+    """
+    root = _root(model)
+    attns = {id(a) for a in _attention_modules(root)}
+    blocks = getattr(root, "blocks", None) if hasattr(root, "original_model") else None
+    return [i for i, b in enumerate(blocks or []) if id(b._modules.get("attn")) in attns]
+
+
+def _fused_forward(bridge: Any, eager: Callable[..., Any]) -> Callable[..., Any]:
+    hf_attn: Any = bridge._modules["_original_component"]
+    sdpa_config = copy.copy(hf_attn.config)
+    sdpa_config._attn_implementation_internal = "sdpa"
+    points = _hook_points(bridge)
+    model_cfg = bridge.config
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if (
+            bridge.training
+            or _is_hooked(points)
+            or kwargs.get("output_attentions")
+            or any(kwargs.get(k) is not None for k in _CACHE_KWARGS)
+            or getattr(bridge, "compatibility_mode", False)
+            or any(getattr(model_cfg, flag, False) for flag in _WIRING_FLAGS)
+        ):
+            return eager(*args, **kwargs)
+        if "hidden_states" in kwargs:
+            hidden = kwargs.pop("hidden_states")
+        else:
+            hidden, args = args[0], args[1:]
+        hidden = bridge.hook_in(hidden)
+        eager_config = hf_attn.config
+        hf_attn.config = sdpa_config
+        try:
+            output = hf_attn(hidden, *args, **kwargs)
+        finally:
+            hf_attn.config = eager_config
+        return bridge.hook_out(output[0]), None
+
+    return forward
+
+
+@contextmanager
+def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
+    """Run unhooked bridge attention layers with SDPA for the duration of the block.
+
+    The choice is made per layer and per call (see the module docstring), so hooks on
+    ``hook_pattern`` or ``hook_attn_scores`` added inside the block still fire (on the eager
+    path). On exit, also after an exception, every layer gets its eager forward back. Nested
+    uses are no-ops; models without fusable layers are left as they are.
+
+    Args:
+        model: a `LensModel` or a TransformerLens model.
+        enabled: ``False`` makes the block a no-op (the eager path everywhere).
+
+    Example:
+        >>> with fused_attention(lm):
+        ...     logits = lm.model(lm.tokenize(["w1 w2 w3"]).input_ids)
+    """
+    root = _root(model)
+    installed = []
+    try:
+        for attn in _attention_modules(root) if enabled else []:
+            if "forward" in attn.__dict__:  # already fused by an outer block
+                continue
+            # object.__setattr__: the bridge's __setattr__ would forward ``forward`` to the
+            # wrapped Hugging Face module.
+            object.__setattr__(attn, "forward", _fused_forward(attn, attn.forward))
+            installed.append(attn)
+        yield
+    finally:
+        for attn in installed:
+            object.__delattr__(attn, "forward")
