@@ -164,3 +164,16 @@ def test_which_architectures_fuse(kind, fused, tmp_path, prompts, sdpa_calls) ->
         eager = lm.forward(batch)
     assert len(sdpa_calls) == (2 if fused else 0)
     torch.testing.assert_close(got[real], eager[real], atol=1e-5, rtol=0)
+
+
+@pytest.mark.cuda
+def test_fused_equals_eager_on_cuda(model_dirs, prompts) -> None:
+    for arch in ("gpt2", "llama"):
+        lm = load_model(str(model_dirs[arch]), device="cuda", backend="bridge")
+        batch = lm.tokenize(prompts)
+        real = batch.attention_mask.bool().cuda()
+        with torch.no_grad():
+            fused = lm.forward(batch)
+            lm.sdpa = False
+            eager = lm.forward(batch)
+        torch.testing.assert_close(fused[real], eager[real], atol=1e-4, rtol=0)

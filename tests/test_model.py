@@ -220,3 +220,11 @@ def test_forward_last_only_equals_the_last_position_and_unembeds_only_it(
     torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
     if lm.backend == "bridge":
         assert seen == [(len(prompts), 1, lm.d_model)]
+
+
+def test_length_batches_put_the_longest_first_and_keep_ties_in_order() -> None:
+    from liref_lens.model import length_batches
+
+    ids = [[1], [1, 2, 3], [1, 2], [4, 5, 6], [7]]
+    assert length_batches(ids, 2) == [[1, 3], [2, 0], [4]]
+    assert sorted(i for b in length_batches(ids, 3) for i in b) == list(range(5))

@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .model import Batch, LensModel
+from .model import Batch, LensModel, length_batches
 from .positions import Position, Selection, last
 
 __all__ = [
@@ -391,10 +391,9 @@ def _iter_chunks(
     ``rank, rank + world, ...`` of the (world-independent) length-sorted batch list."""
     _check_batch_size(batch_size)
     ids = lm.encode(prompts, prepend_bos=prepend_bos)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep order
     plan = [(li, layer, site) for li, layer in enumerate(layers) for site in sites]
     names = {(layer, site): lm.hook_name(layer, site) for _, layer, site in plan}
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_batches(ids, batch_size)
     rank, world = shard
     for chunk in tqdm(batches[rank::world], desc="caching", disable=not progress, unit="batch"):
         batch = lm.pad([ids[i] for i in chunk], padding_side=padding_side).to(lm.device)

@@ -20,8 +20,12 @@ value, n, ci_low, ci_high) with seeded bootstrap intervals.
 
 Random control ``i`` draws one Gaussian matrix ``[n_layers, d_model]`` from seed
 ``(seed, i)`` and rescales each layer's row to the fitted direction's norm at that layer, so
-a control is the same direction across alphas (a dose-response band). Memory: per-prompt
-values of all cells (n_prompts x metrics x cells floats).
+a control is the same direction across alphas (a dose-response band). Prompts run in
+length-sorted batches; only the last position is unembedded, and the metrics are computed
+on the model's device, so one cell moves just its per-prompt values to the host. Memory:
+the baseline's and one cell's last-position logits on the model's device (two
+``n_prompts x vocab`` float32 tables, plus a float64 copy while a metric runs), and the
+per-prompt values of all cells (n_prompts x metrics x cells floats).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from .interventions import (
     paper_scale,
 )
 from .metrics import answer_probability, candidate_choice, entropy, kl_divergence, mean_ci
-from .model import LensModel
+from .model import LensModel, length_batches
 from .positions import Position, parse_position
 
 __all__ = ["EvalSet", "Experiment", "ExperimentConfig", "Results"]
@@ -378,25 +382,28 @@ class Experiment:
         return self.evalset.candidate_ids(self.model)
 
     def _logits(self, ops: Sequence[Op]) -> torch.Tensor:
+        """Last-position logits ``[n_prompts, vocab]`` (float32, on the model's device), run
+        in length-sorted batches and returned in prompt order."""
         ids = self._prompt_ids
-        bs = self.config.batch_size
-        chunks = []
+        out: torch.Tensor | None = None
         with torch.no_grad():
-            for i in range(0, len(ids), bs):
-                batch = self.model.pad(ids[i : i + bs])
-                rows = range(i, i + len(ids[i : i + bs]))
+            for rows in length_batches(ids, self.config.batch_size):
+                batch = self.model.pad([ids[i] for i in rows])
                 with intervene(self.model, *ops) if ops else nullcontext():
-                    logits = self.model.forward(batch, row_ids=rows, last_only=True)
-                chunks.append(logits[:, -1].float().cpu())
-        return torch.cat(chunks)
+                    logits = self.model.forward(batch, row_ids=rows, last_only=True)[:, -1]
+                if out is None:
+                    out = logits.new_empty((len(ids), logits.shape[-1]), dtype=torch.float32)
+                out[torch.tensor(rows, device=out.device)] = logits.float()
+        assert out is not None  # an EvalSet has at least one prompt
+        return out
 
     def _metrics(
         self, ops: Sequence[Op], logits: torch.Tensor, base: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         out = {"kl": kl_divergence(base, logits), "entropy": entropy(logits)}
         if self.evalset.candidates:
-            cand = self._candidate_ids
-            correct = torch.tensor(self.evalset.correct)
+            cand = self._candidate_ids.to(logits.device)
+            correct = torch.tensor(self.evalset.correct, device=logits.device)
             choice = candidate_choice(logits, cand)
             out["p_correct"] = answer_probability(logits, cand, correct)
             out["acc"] = (choice == correct).double()

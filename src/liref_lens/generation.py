@@ -21,8 +21,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._kvcache import KVCacheError, KVCacheFallbackWarning
+from .attention import fused_attention
 from .interventions import Op, intervene
-from .model import LensModel
+from .model import LensModel, length_batches
 from .positions import StepInfo, step_info
 
 __all__ = ["Generation", "generate"]
@@ -87,16 +88,15 @@ def generate(
     model.check_length(max(map(len, ids)) + max_new_tokens, what="prompt plus max_new_tokens")
     eos = model.tokenizer.eos_token_id
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos or 0
-    out: list[list[int]] = []
-    starts = range(0, len(ids), batch_size)
-    for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
-        rows = ids[start : start + batch_size]
+    out: list[list[int]] = [[] for _ in ids]
+    batches = length_batches(ids, batch_size)
+    for chunk in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
         steer = intervene(model, *ops) if ops else nullcontext()
         with steer:
-            out += _generate_batch(
+            tokens = _generate_batch(
                 model,
-                rows,
-                start,
+                [ids[i] for i in chunk],
+                tuple(chunk),
                 max_new_tokens,
                 do_sample,
                 temperature,
@@ -105,6 +105,8 @@ def generate(
                 eos if stop_at_eos else None,
                 pad,
             )
+        for i, row in zip(chunk, tokens, strict=True):
+            out[i] = row
     texts = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
     return Generation(tokens=out, texts=texts)
 
@@ -112,7 +114,7 @@ def generate(
 def _generate_batch(
     model: LensModel,
     rows: list[list[int]],
-    first_row: int,
+    row_ids: tuple[int, ...],
     max_new_tokens: int,
     do_sample: bool,
     temperature: float,
@@ -127,7 +129,6 @@ def _generate_batch(
     done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
     generated: list[Tensor] = []
     past = None
-    row_ids = tuple(range(first_row, first_row + len(rows)))
     with torch.no_grad():
         for step in range(max_new_tokens):
             if use_cache:
@@ -146,7 +147,10 @@ def _generate_batch(
                     )
                     use_cache = False
             if not use_cache:
-                with step_info(StepInfo(mask, 0, prompt_width, row_ids)):
+                with (
+                    step_info(StepInfo(mask, 0, prompt_width, row_ids)),
+                    fused_attention(model, enabled=model.sdpa),
+                ):
                     logits = model.model(tokens, attention_mask=mask)
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

@@ -2,7 +2,8 @@
 
 All functions take logits of one position per prompt (``[n, vocab]``, e.g. the last prompt
 token) and return one value per prompt, computed in float64; `mean_ci` aggregates them with a
-seeded percentile bootstrap. Memory: one float64 copy of the logits.
+seeded percentile bootstrap. Memory: one float64 copy of the logits, on their device
+(float32 on Apple's MPS, which has no float64).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def _log_probs(logits: Tensor) -> Tensor:
         raise ValueError(f"expected logits of shape [n, vocab], got {tuple(logits.shape)}")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or inf; the model overflowed (try float32)")
-    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+    # float64 where the device has it (Apple's MPS has no float64).
+    wide = torch.float32 if logits.device.type == "mps" else torch.float64
+    return torch.log_softmax(logits.to(wide), dim=-1)
 
 
 def kl_divergence(

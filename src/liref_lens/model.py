@@ -494,6 +494,13 @@ class LensModel:
         )
 
 
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices in batches of ``batch_size``, longest prompts first (ties keep prompt
+    order), so that each left-padded batch carries little padding."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def _check_text(i: int, prompt: Any) -> None:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt {i} is a {type(prompt).__name__}, not a string: {prompt!r}")

@@ -64,8 +64,8 @@ class Selection:
         dev = acts.device
         picked = acts[self.row.to(dev), self.col.to(dev)].to(dtype)
         if picked.shape[0] == self.n_out:  # one vector per output row: no sum needed
-            weight = self.weight.to(dev, dtype)
-            return picked if bool((weight == 1).all()) else picked * weight[:, None]
+            # (x * 1.0 is exact, and testing for all-ones weights would sync with the device)
+            return picked * self.weight.to(dev, dtype)[:, None]
         out = torch.zeros((self.n_out, acts.shape[-1]), dtype=dtype, device=dev)
         out.index_add_(0, self.group.to(dev), picked * self.weight.to(dev, dtype)[:, None])
         return out
