@@ -150,20 +150,32 @@ def _build(kind: str, directory: Path) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(
-    ("kind", "fused"), [("gpt_neox", False), ("gemma2", False), ("qwen2", True)]
-)
-def test_which_architectures_fuse(kind, fused, tmp_path, prompts, sdpa_calls) -> None:
-    lm = load_model(str(_build(kind, tmp_path / kind)), device="cpu", backend="bridge")
-    assert fusable_layers(lm) == ([0, 1] if fused else [])
-    batch = lm.tokenize(prompts)
-    real = batch.attention_mask.bool()
-    with torch.no_grad():
-        got = lm.forward(batch)
-        lm.sdpa = False
-        eager = lm.forward(batch)
-    assert len(sdpa_calls) == (2 if fused else 0)
-    torch.testing.assert_close(got[real], eager[real], atol=1e-5, rtol=0)
+KINDS = [("gpt_neox", False), ("gemma2", False), ("qwen2", True)]
+
+
+def test_which_architectures_fuse(backend, model_dirs, tmp_path, prompts, sdpa_calls) -> None:
+    if backend != "bridge":  # the legacy HookedTransformer: nothing fuses, sdpa changes nothing
+        lm = load_model(str(model_dirs["gpt2"]), device="cpu", backend=backend)
+        batch = lm.tokenize(prompts)
+        with torch.no_grad():
+            lm.sdpa = False
+            eager = lm.forward(batch)
+            lm.sdpa = True
+            assert torch.equal(lm.forward(batch), eager)
+        assert fusable_layers(lm) == [] and sdpa_calls == []
+        return
+    for kind, fused in KINDS:
+        lm = load_model(str(_build(kind, tmp_path / kind)), device="cpu", backend=backend)
+        assert fusable_layers(lm) == ([0, 1] if fused else []), kind
+        batch = lm.tokenize(prompts)
+        real = batch.attention_mask.bool()
+        sdpa_calls.clear()
+        with torch.no_grad():
+            got = lm.forward(batch)
+            lm.sdpa = False
+            eager = lm.forward(batch)
+        assert len(sdpa_calls) == (2 if fused else 0), kind
+        torch.testing.assert_close(got[real], eager[real], atol=1e-5, rtol=0, msg=kind)
 
 
 @pytest.mark.cuda
@@ -177,3 +189,20 @@ def test_fused_equals_eager_on_cuda(model_dirs, prompts) -> None:
             lm.sdpa = False
             eager = lm.forward(batch)
         torch.testing.assert_close(fused[real], eager[real], atol=1e-4, rtol=0)
+
+
+def test_generation_fuses_with_and_without_the_cache(lm, prompts, sdpa_calls) -> None:
+    from liref_lens import generate
+
+    full = generate(lm, prompts, 3, use_cache=False, stop_at_eos=False)
+    n_full = len(sdpa_calls)
+    cached = generate(lm, prompts, 3, use_cache=True, stop_at_eos=False)
+    n_cached = len(sdpa_calls) - n_full
+    lm.sdpa = False
+    try:
+        eager = generate(lm, prompts, 3, use_cache=True, stop_at_eos=False)
+    finally:
+        lm.sdpa = True
+    assert cached.tokens == full.tokens == eager.tokens
+    fused = lm.n_layers * 3 if lm.backend == "bridge" else 0  # every layer, every step
+    assert (n_full, n_cached, len(sdpa_calls)) == (fused, fused, 2 * fused)

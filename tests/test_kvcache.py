@@ -51,21 +51,24 @@ def test_cached_generation_equals_full_recompute_token_for_token(lm) -> None:
 
 
 @contextmanager
-def _no_adapter(monkeypatch):
-    """Run as the bridge would without the adapter for the renamed cache argument."""
+def _no_adapter(monkeypatch, lm):
+    """Run as the bridge's own (eager) attention would without the adapter for the renamed
+    cache argument. (Fused layers hand the cache to the Hugging Face module, which reads it
+    under its own name and needs no adapter: see the last test.)"""
 
     @contextmanager
     def passthrough(bridge, *, enabled):
         yield
 
     monkeypatch.setattr(model_module, "_bridge_cache_adapter", passthrough)
+    monkeypatch.setattr(lm, "sdpa", False)
     yield
 
 
 def test_guard_refuses_a_cache_that_did_not_grow(lm, monkeypatch) -> None:
     """Without the adapter, a release that renames the cache argument is caught, never silent."""
     batch = lm.tokenize(PADDED)
-    with _no_adapter(monkeypatch):
+    with _no_adapter(monkeypatch, lm):
         if lm.backend == "bridge" and lm._cache_kwarg == "cache":
             with pytest.raises(KVCacheError, match="transformers"):
                 lm.step(batch.input_ids, batch.attention_mask)
@@ -77,7 +80,7 @@ def test_guard_refuses_a_cache_that_did_not_grow(lm, monkeypatch) -> None:
 def test_generate_falls_back_to_recompute_when_the_cache_stays_empty(lm, monkeypatch) -> None:
     kw = dict(max_new_tokens=6, stop_at_eos=False)
     full = generate(lm, PADDED, use_cache=False, **kw)
-    with _no_adapter(monkeypatch):
+    with _no_adapter(monkeypatch, lm):
         if lm.backend == "bridge" and lm._cache_kwarg == "cache":
             with pytest.warns(KVCacheFallbackWarning, match="without the KV cache"):
                 got = generate(lm, PADDED, use_cache=True, **kw)
@@ -95,3 +98,21 @@ def test_check_cache_grew_names_the_versions_and_the_fix() -> None:
     assert "holds 0 positions" in text and "over 7" in text
     assert "transformers " in text and "transformer-lens " in text
     assert "use_cache=False" in text
+
+
+def test_fused_layers_fill_the_cache_without_the_adapter(lm, monkeypatch) -> None:
+    """Fused attention extends the cache under the name the Hugging Face layer passes."""
+    kw = dict(max_new_tokens=6, stop_at_eos=False)
+    full = generate(lm, PADDED, use_cache=False, **kw)
+
+    @contextmanager
+    def passthrough(bridge, *, enabled):
+        yield
+
+    monkeypatch.setattr(model_module, "_bridge_cache_adapter", passthrough)
+    batch = lm.tokenize(PADDED)
+    _, past = lm.step(batch.input_ids, batch.attention_mask)  # no KVCacheError
+    assert cache_length(past) == batch.input_ids.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to recompute
+        assert generate(lm, PADDED, use_cache=True, **kw).tokens == full.tokens

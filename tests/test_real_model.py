@@ -47,7 +47,8 @@ def smol(smol_dir: str) -> LensModel:
 
 @pytest.fixture(scope="session")
 def hf_gguf() -> torch.nn.Module:
-    """transformers' own de-quantization of the GGUF file (eager attention, like the bridge)."""
+    """transformers' own de-quantization of the GGUF file, with eager attention (the bridge
+    runs unhooked layers fused, so this is an independent path)."""
     from transformers import AutoModelForCausalLM
 
     path = find_gguf("smollm2-135m")

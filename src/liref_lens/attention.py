@@ -8,10 +8,13 @@ memory of Hugging Face's SDPA one). Inside `fused_attention`, an attention layer
 hook points (scores, pattern, q/k/v, z, rotary, ...) have no hooks runs the wrapped Hugging
 Face module's own forward with PyTorch's ``scaled_dot_product_attention`` instead (flash or
 memory-efficient kernels, no ``pos x pos`` tensor per head); its ``hook_in`` and ``hook_out``
-(``blocks.L.hook_attn_out``) still fire, and the residual-stream hooks are untouched. A layer
-with any hook on its internals, a forward that passes a KV cache or asks for attention weights,
-training mode, TransformerLens' compatibility mode and the split-QKV/attn-result options all
-take the bridge's eager path, decided per call: hooks added inside the context are honoured.
+(``blocks.L.hook_attn_out``) still fire, and the residual-stream hooks are untouched. With a
+KV cache the Hugging Face module extends the cache itself, under the argument name its own
+layer passes (so a renamed cache argument cannot leave it empty; `LensModel.step` still
+checks that it grew). A layer with any hook on its internals, a forward that asks for
+attention weights, training mode, TransformerLens' compatibility mode and the
+split-QKV/attn-result options take the bridge's eager path, decided per call: hooks added
+inside the context are honoured.
 
 Only attention classes whose fused path was checked against the eager one are fused (GPT-2's
 joint QKV, GPT-NeoX's joint QKV with rotary, and the rotary attention of Llama, Mistral,
@@ -47,9 +50,6 @@ _FUSABLE = frozenset(
 )
 # Bridge config flags that change how attention is wired (per-head inputs or outputs).
 _WIRING_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "use_hook_attn_in")
-# Keyword arguments that need the eager path: a KV cache, or the attention weights returned.
-# (transformers 5.24 renamed ``past_key_values`` to ``cache``; see `liref_lens._kvcache`.)
-_CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past", "cache")
 
 
 def _hook_points(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -104,16 +104,12 @@ def _root(model: Any) -> Any:
     return model.model if isinstance(model, LensModel) else model
 
 
-def _attention_modules(root: torch.nn.Module) -> list[torch.nn.Module]:
-    blocks = getattr(root, "blocks", None)
-    if blocks is None or not hasattr(root, "original_model"):  # legacy HookedTransformer
-        return []
-    found = []
-    for block in blocks:
-        attn = block._modules.get("attn")
-        if attn is not None and _fusable(attn):
-            found.append(attn)
-    return found
+def _attention_modules(root: Any) -> dict[int, torch.nn.Module]:
+    """Layer -> attention module, for the layers whose attention can fuse."""
+    if not hasattr(root, "original_model"):  # the legacy HookedTransformer: never fused
+        return {}
+    attns = {i: block._modules.get("attn") for i, block in enumerate(root.blocks)}
+    return {i: a for i, a in attns.items() if a is not None and _fusable(a)}
 
 
 def fusable_layers(model: Any) -> list[int]:
@@ -126,10 +122,7 @@ def fusable_layers(model: Any) -> list[int]:
         >>> fusable_layers(lm)  # the tiny bridge model's three layers
         [0, 1, 2]
     """
-    root = _root(model)
-    attns = {id(a) for a in _attention_modules(root)}
-    blocks = getattr(root, "blocks", None) if hasattr(root, "original_model") else None
-    return [i for i, b in enumerate(blocks or []) if id(b._modules.get("attn")) in attns]
+    return list(_attention_modules(_root(model)))
 
 
 def _fused_forward(bridge: Any, eager: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,7 +137,6 @@ def _fused_forward(bridge: Any, eager: Callable[..., Any]) -> Callable[..., Any]
             bridge.training
             or _is_hooked(points)
             or kwargs.get("output_attentions")
-            or any(kwargs.get(k) is not None for k in _CACHE_KWARGS)
             or getattr(bridge, "compatibility_mode", False)
             or any(getattr(model_cfg, flag, False) for flag in _WIRING_FLAGS)
         ):
@@ -154,6 +146,10 @@ def _fused_forward(bridge: Any, eager: Callable[..., Any]) -> Callable[..., Any]
         else:
             hidden, args = args[0], args[1:]
         hidden = bridge.hook_in(hidden)
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is kwargs["cache"]:
+            # The old name, offered to the bridge's own attention by `_kvcache`; the Hugging
+            # Face module reads the cache under the name its own layer passed.
+            del kwargs["past_key_values"]
         eager_config = hf_attn.config
         hf_attn.config = sdpa_config
         try:
@@ -185,7 +181,7 @@ def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
     root = _root(model)
     installed = []
     try:
-        for attn in _attention_modules(root) if enabled else []:
+        for attn in _attention_modules(root).values() if enabled else []:
             if "forward" in attn.__dict__:  # already fused by an outer block
                 continue
             # object.__setattr__: the bridge's __setattr__ would forward ``forward`` to the

@@ -11,8 +11,9 @@ Memory: TransformerLens 4's bridge keeps each fused-QKV attention layer's patter
 forward would hold every layer's pattern at once (peak memory growing with layers x pos^2).
 `drop_attention_patterns` frees each layer's pattern as soon as that layer has run;
 `cache_activations` runs every forward inside it, so its peak holds at most one layer's
-attention (the bridge still computes attention eagerly, with ``[batch, head, pos, pos]``
-scores inside the layer).
+attention. Layers whose attention no hook reads run fused besides (PyTorch's SDPA, see
+`liref_lens.attention`): they build no ``[batch, head, pos, pos]`` tensor at all, and keep
+no pattern.
 
 `stream_activations` feeds the same reduced vectors into a `RunningStats` of per-class float64
 counts, means and (optionally) sums of squared deviations, merged with Chan et al.'s parallel

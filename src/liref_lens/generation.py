@@ -124,6 +124,7 @@ def _generate_batch(
     pad: int,
 ) -> list[list[int]]:
     batch = model.pad(rows, padding_side="left").to(model.device)
+    no_cache = {"use_cache": False} if model.backend == "bridge" else {}  # build no KV cache
     prompt_width = int(batch.input_ids.shape[1])
     tokens, mask = batch.input_ids, batch.attention_mask
     done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
@@ -151,7 +152,7 @@ def _generate_batch(
                     step_info(StepInfo(mask, 0, prompt_width, row_ids)),
                     fused_attention(model, enabled=model.sdpa),
                 ):
-                    logits = model.model(tokens, attention_mask=mask)
+                    logits = model.model(tokens, attention_mask=mask, **no_cache)
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             generated.append(nxt)

@@ -336,7 +336,10 @@ class LensModel:
             # transformers >= 5.24 names the cache ``cache`` (``past_key_values`` is deprecated
             # and the layers pass ``cache=`` to attention, which the bridge does not read).
             extra[self._cache_kwarg] = past
-            with _bridge_cache_adapter(self.model, enabled=self._cache_kwarg == "cache"):
+            with (
+                _bridge_cache_adapter(self.model, enabled=self._cache_kwarg == "cache"),
+                fused_attention(self.model, enabled=self.sdpa),
+            ):
                 out = self.model(
                     input_ids,
                     attention_mask=attention_mask,
