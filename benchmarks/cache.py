@@ -4,17 +4,20 @@ A randomly initialised GPT-2-small-sized model (12 layers, d_model 768, vocab 50
 to a temporary directory with a word-level tokenizer and loaded through `load_model`. The same
 length-sorted, left-padded batches are then run by:
 
-- ``hf``: the Hugging Face model alone (eager attention, as the bridge uses), full forward with
-  logits — the baseline;
+- ``hf``: the Hugging Face model alone (eager attention, the bridge's own path), full forward
+  with logits — the baseline;
 - ``hf_body``: the same without the LM head (what a hidden-state read needs at least);
-- ``liref``: `cache_activations` of ``resid_pre`` at all 12 layers, ``last()`` position;
+- ``hf_sdpa``: the full forward with PyTorch's fused attention (Hugging Face's default);
+- ``liref``: `cache_activations` of ``resid_pre`` at all 12 layers, ``last()`` position
+  (unhooked attention fused, see `liref_lens.attention`);
 - ``liref_half``: the same for layers 0-5 (the forward stops after layer 5);
 - ``tl_run_with_cache``: TransformerLens ``run_with_cache`` with a resid_pre-only
   ``names_filter`` (full sequences kept, reduced to the last token afterwards).
 
 Methods run interleaved, ``--repeats`` times; the median time of each is divided by the
 median of ``hf``. Peak memory is the rise of the process's resident set size (sampled every
-2 ms) above its level before each call. Run: ``python benchmarks/cache.py``.
+2 ms) above its level before each call; ``--threads`` (default 1) pins torch's threads. Run:
+``python benchmarks/cache.py``.
 
 ``--memory`` measures instead how peak memory grows with the sequence length: one batch of
 ``--batch-size`` prompts of each of ``--lengths`` tokens (BOS included) through each method,
@@ -22,7 +25,9 @@ median of ``hf``. Peak memory is the rise of the process's resident set size (sa
 over. Methods:
 
 - ``liref``: `cache_activations` of ``resid_post`` at all 12 layers, ``last()`` position (the
-  forward stops after block 11; the final LayerNorm and the unembedding never run);
+  forward stops after block 11; the final LayerNorm and the unembedding never run), with the
+  bridge's unhooked attention fused (SDPA, `liref_lens.attention`);
+- ``liref_eager``: the same with ``lm.sdpa = False`` (the bridge's own eager attention);
 - ``hf_eager`` / ``hf_sdpa``: the Hugging Face model's body (``model.transformer``: the 12
   blocks and the final LayerNorm, no LM head, no hidden states kept) with eager attention and
   with PyTorch's fused ``scaled_dot_product_attention``;
@@ -53,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -103,7 +109,7 @@ def build(directory: Path, n_words: int, n_positions: int = 1024) -> None:
     cfg_path.write_text(json.dumps(data))
 
 
-METHODS = ("liref", "hf_eager", "hf_sdpa", "tl_run_with_cache")
+METHODS = ("liref", "liref_eager", "hf_eager", "hf_sdpa", "tl_run_with_cache")
 
 
 def _status_kib(field: str) -> int:
@@ -140,12 +146,13 @@ def memory_child(method: str, length: int, batch_size: int, model_dir: Path, dev
     from liref_lens import cache_activations, last, load_model
 
     cuda = device.startswith("cuda")
-    if method in ("liref", "tl_run_with_cache"):
+    if method in ("liref", "liref_eager", "tl_run_with_cache"):
         lm = load_model(str(model_dir), device=device)
+        lm.sdpa = method != "liref_eager"
         names = [lm.hook_name(layer, "resid_post") for layer in range(lm.n_layers)]
 
         def run(prompts: list[str], ids: torch.Tensor) -> None:
-            if method == "liref":
+            if method.startswith("liref"):
                 assert lm.encode(prompts) == ids.tolist()
                 cache_activations(
                     lm,
@@ -301,6 +308,7 @@ def main() -> None:
 
     from liref_lens import cache_activations, last, load_model
 
+    torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(args.min_words, args.max_words + 1, (args.prompts,), generator=gen)
     prompts = [
@@ -312,6 +320,7 @@ def main() -> None:
         build(path, 5000)
         lm = load_model(str(path), device="cpu")
         hf = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+        hf_sdpa = GPT2LMHeadModel.from_pretrained(path, attn_implementation="sdpa").eval()
 
     ids = lm.encode(prompts)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -320,12 +329,12 @@ def main() -> None:
         for j in range(0, len(order), args.batch_size)
     ]
 
-    def hf_forward(body_only: bool) -> Callable[[], None]:
+    def hf_forward(body_only: bool, model: Any = hf) -> Callable[[], None]:
         def run() -> None:
             with torch.no_grad():
                 for b in batches:
                     pos = (b.attention_mask.cumsum(-1) - 1).clamp_min(0)
-                    net = hf.transformer if body_only else hf
+                    net = model.transformer if body_only else model
                     net(b.input_ids, attention_mask=b.attention_mask, position_ids=pos)
 
         return run
@@ -352,6 +361,7 @@ def main() -> None:
     methods: dict[str, Callable[[], object]] = {
         "hf": hf_forward(False),
         "hf_body": hf_forward(True),
+        "hf_sdpa": hf_forward(False, hf_sdpa),
         "liref": liref(list(range(12))),
         "liref_half": liref(list(range(6))),
         "tl_run_with_cache": tl_run_with_cache,

@@ -7,9 +7,10 @@ one batch), greedy decoding with the KV cache, and exactly ``--new-tokens`` new 
 EOS stops nothing (HF's ``eos_token_id`` is unset, ours runs with ``stop_at_eos=False``), and
 the tokens each call actually produced are counted, not assumed. Methods:
 
-- ``hf_generate``: the Hugging Face model's own ``generate`` (eager attention, as the bridge
-  uses) — the baseline;
-- ``hf_generate_sdpa``: the same with PyTorch's fused attention, for reference;
+- ``hf_generate``: the Hugging Face model's own ``generate`` with eager attention;
+- ``hf_generate_sdpa``: the same with PyTorch's fused attention (Hugging Face's default, and
+  what `liref_lens` runs in unhooked attention layers) — the baseline; ``--baseline
+  hf_generate`` compares with the eager one instead;
 - ``liref_unsteered``: `liref_lens.generate` with no op;
 - ``liref_add``: with an `Add` op at layer 6, every position (1 hook);
 - ``liref_paper_scale``: with `paper_scale` (`Scale` at resid_pre, attn_out and mlp_out of
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--baseline", choices=["hf_generate_sdpa", "hf_generate"], default="hf_generate_sdpa"
+    )
     args = parser.parse_args()
     if min(args.prompts, args.words, args.new_tokens, args.repeats, args.threads) < 1:
         parser.error("--prompts, --words, --new-tokens, --repeats and --threads must be >= 1")
@@ -113,7 +117,8 @@ def main() -> None:
     }
     names = list(methods)
     warm = {name: fn() for name, fn in methods.items()}  # warm-up, and the outputs to check
-    same = sum(a == b for a, b in zip(warm["hf_generate"], warm["liref_unsteered"], strict=True))
+    base = args.baseline
+    same = sum(a == b for a, b in zip(warm[base], warm["liref_unsteered"], strict=True))
 
     times: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
@@ -137,8 +142,8 @@ def main() -> None:
             for n, t, n0, t0 in zip(
                 tokens[name],
                 seconds[name],
-                tokens["hf_generate"],
-                seconds["hf_generate"],
+                tokens[base],
+                seconds[base],
                 strict=True,
             )
         ]
@@ -154,10 +159,10 @@ def main() -> None:
         f"work: {args.prompts} prompts x {prompt_len} tokens in one batch, {args.new_tokens} new "
         f"tokens each ({expected} per call, counted), greedy, KV cache; {args.repeats} "
         f"interleaved rounds after a warm-up; greedy outputs of liref_unsteered equal to "
-        f"hf_generate: {same}/{args.prompts} rows"
+        f"{base}: {same}/{args.prompts} rows"
     )
     print(
-        "ratio = tokens/s over hf_generate's in the same round: median [min, max] over rounds; "
+        f"ratio = tokens/s over {base}'s in the same round: median [min, max] over rounds; "
         "wall = elapsed time, cpu = this process's CPU time (less sensitive to other load)"
     )
     print(
