@@ -21,9 +21,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._kvcache import KVCacheError, KVCacheFallbackWarning
-from .attention import fused_attention
 from .interventions import Op, intervene
-from .model import LensModel, length_batches
+from .model import Batch, LensModel, length_batches
 from .positions import StepInfo, step_info
 
 __all__ = ["Generation", "generate"]
@@ -124,7 +123,6 @@ def _generate_batch(
     pad: int,
 ) -> list[list[int]]:
     batch = model.pad(rows, padding_side="left").to(model.device)
-    no_cache = {"use_cache": False} if model.backend == "bridge" else {}  # build no KV cache
     prompt_width = int(batch.input_ids.shape[1])
     tokens, mask = batch.input_ids, batch.attention_mask
     done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
@@ -148,11 +146,9 @@ def _generate_batch(
                     )
                     use_cache = False
             if not use_cache:
-                with (
-                    step_info(StepInfo(mask, 0, prompt_width, row_ids)),
-                    fused_attention(model, enabled=model.sdpa),
-                ):
-                    logits = model.model(tokens, attention_mask=mask, **no_cache)
+                logits = model.forward(
+                    Batch(tokens, mask), row_ids=row_ids, last_only=True, prompt_width=prompt_width
+                )
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             generated.append(nxt)

@@ -7,9 +7,10 @@ sizes (``n_layers``, ``d_model``, ``d_mlp``), ``device``, ``tokenizer``, a stabl
 pair becomes a TransformerLens hook name. Every other module speaks of ``(layer, site)`` only.
 
 Memory: the wrapper holds no activations; it only references the wrapped model.
-`LensModel.forward` runs the bridge's unhooked attention layers with PyTorch's SDPA
-(`liref_lens.attention.fused_attention`; ``sdpa=False`` keeps the eager path everywhere), so a
-forward pass needs no ``[batch, head, pos, pos]`` tensor where no attention hook reads one.
+`LensModel.forward` and `LensModel.step` run the bridge's unhooked attention layers with
+PyTorch's SDPA (`liref_lens.attention.fused_attention`; ``sdpa=False`` keeps the eager path
+everywhere), so a forward pass needs no ``[batch, head, pos, pos]`` tensor where no attention
+hook reads one.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class LensModel:
         model: a ``transformer_lens.model_bridge.TransformerBridge`` or a legacy
             ``transformer_lens.HookedTransformer``.
         name: optional model id recorded in metadata (hub name or local path).
-        sdpa: in `forward`, run bridge attention layers that no hook reads inside with
+        sdpa: in `forward` and `step`, run bridge attention layers that no hook reads inside with
             PyTorch's fused attention (see `liref_lens.attention`); ``False`` keeps the
             bridge's eager attention everywhere. Settable later as ``lm.sdpa``.
 
@@ -284,11 +285,14 @@ class LensModel:
         *,
         row_ids: Sequence[int] | None = None,
         last_only: bool = False,
+        prompt_width: int | None = None,
         **kwargs: Any,
     ) -> Tensor:
         """Logits for a padded batch; padding is handled by the attention mask.
 
-        ``row_ids`` (which prompts the rows are) lets per-prompt position selectors resolve.
+        ``row_ids`` (which prompts the rows are) lets per-prompt position selectors resolve;
+        ``prompt_width`` (default: the whole batch) is where generated columns start, for the
+        intervention rules "prompt" and "generated".
         ``last_only``: return ``[batch, 1, vocab]``, the last position's logits (the last
         real token of every row under left padding); on the bridge the unembedding then runs
         on that position alone (``logits_to_keep=1``), which saves a ``[batch, seq, vocab]``
@@ -297,7 +301,8 @@ class LensModel:
         """
         batch = batch.to(self.device)
         rows = tuple(int(r) for r in row_ids) if row_ids is not None else None
-        info = StepInfo(batch.attention_mask, 0, int(batch.input_ids.shape[1]), rows)
+        width = int(batch.input_ids.shape[1]) if prompt_width is None else prompt_width
+        info = StepInfo(batch.attention_mask, 0, width, rows)
         if last_only and self.backend == "bridge" and self._keeps_logits:
             kwargs["logits_to_keep"] = 1
         if self.backend == "bridge":  # else Hugging Face builds a KV cache nobody reads
