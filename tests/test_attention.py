@@ -206,3 +206,15 @@ def test_generation_fuses_with_and_without_the_cache(lm, prompts, sdpa_calls) ->
     assert cached.tokens == full.tokens == eager.tokens
     fused = lm.n_layers * 3 if lm.backend == "bridge" else 0  # every layer, every step
     assert (n_full, n_cached, len(sdpa_calls)) == (fused, fused, 2 * fused)
+
+
+def test_a_stop_inside_a_fused_layer_restores_its_config(lm, prompts) -> None:
+    """`cache_activations` stops the forward from inside ``hook_attn_out`` of a fused layer."""
+    from liref_lens import cache_activations
+
+    acts = cache_activations(lm, prompts, layers=[0], sites="attn_out", progress=False)
+    assert acts.tensor.shape[:2] == (len(prompts), 1)
+    assert _installed(lm) == []
+    if lm.backend == "bridge":
+        shared = lm.model.original_model.config
+        assert all(b.attn.original_component.config is shared for b in lm.model.blocks)
