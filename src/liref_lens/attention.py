@@ -16,13 +16,14 @@ attention weights, training mode, TransformerLens' compatibility mode and the
 split-QKV/attn-result options take the bridge's eager path, decided per call: hooks added
 inside the context are honoured.
 
-Only attention classes whose fused path was checked against the eager one are fused (GPT-2's
-joint QKV, GPT-NeoX's joint QKV with rotary, and the rotary attention of Llama, Mistral,
-Qwen2/3, Phi...); layers with logit soft-capping (Gemma 2) or attention sinks (GPT-OSS), which
-PyTorch's kernel cannot express, stay eager, as does everything on the legacy
-``HookedTransformer``. Where the bridge splits a fused QKV weight, the split must be a view of
-it (so a weight edit through ``q``/``k``/``v`` reaches the fused forward); otherwise the layer
-stays eager.
+Only three bridge classes fuse: GPT-2's joint QKV attention and the rotary attention of
+Llama-style models (Llama, Mistral, Qwen2/3, Phi...; the tests compare GPT-2, Llama and Qwen2
+with the eager path and with Hugging Face's own eager model), plus joint QKV with rotary.
+Where the bridge splits a fused QKV weight, the split must be a view of it, so that a weight
+edit through ``q``/``k``/``v`` (`liref_lens.weights`) reaches the fused forward: GPT-2's is;
+GPT-NeoX's (Pythia) is a copy, so NeoX layers stay eager. Layers with logit soft-capping
+(Gemma 2) or attention sinks (GPT-OSS), which PyTorch's kernel cannot express, stay eager, as
+does everything on the legacy ``HookedTransformer``.
 
 The padding mask is the one the bridge's Hugging Face model built (an additive
 ``[batch, 1, pos, pos]`` mask, shared by all layers), so padded batches give the same numbers
