@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.cache import _reset_peak_rss, _status_kib
+
 
 def _prompts(lm: Any, length: int, batch_size: int) -> list[str]:
     """``batch_size`` different prompts of about ``length`` tokens from shipped GSM8K items."""
@@ -60,14 +62,6 @@ def _run(lm: Any, prompts: list[str], sdpa: bool) -> Any:
     )
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def child(model: str, length: int, batch_size: int, sdpa: bool) -> dict[str, Any]:
     from liref_lens import load_model
 
@@ -75,8 +69,8 @@ def child(model: str, length: int, batch_size: int, sdpa: bool) -> dict[str, Any
     _run(lm, _prompts(lm, 16, batch_size), sdpa)  # warm-up
     prompts = _prompts(lm, length, batch_size)
     before = _status_kib("VmRSS") * 1024
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    if not _reset_peak_rss():
+        raise OSError("/proc/self/clear_refs is not writable: no per-call peak here")
     start = time.perf_counter()
     _run(lm, prompts, sdpa)
     seconds = time.perf_counter() - start

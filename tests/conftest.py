@@ -35,27 +35,36 @@ def _tokenizer():
 
 def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
     """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``."""
+    import transformers as T
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     tok = _tokenizer()
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), bos_token_id=1, eos_token_id=1, pad_token_id=0)
-    if arch == "gpt2":
+    size = dict(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
+    # More architectures, for the fused-attention tests (tests/test_attention.py):
+    more = {
+        # GPT-NeoX (Pythia): the bridge copies q/k/v out of query_key_value.
+        "gpt_neox": lambda: T.GPTNeoXConfig(**size, rotary_pct=0.25, **common),
+        # Gemma 2: logit soft-capping, which SDPA cannot express.
+        "gemma2": lambda: T.Gemma2Config(**size, num_key_value_heads=2, head_dim=8, **common),
+        # Qwen2: rotary, grouped-query attention, q/k/v biases.
+        "qwen2": lambda: T.Qwen2Config(**size, num_key_value_heads=2, **common),
+    }
+    if arch in more:
+        model = T.AutoModelForCausalLM.from_config(more[arch]())
+    elif arch == "gpt2":
         model = GPT2LMHeadModel(
             GPT2Config(n_positions=64, n_embd=32, n_layer=3, n_head=4, **common)
         )
     elif arch == "llama":
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                hidden_size=32,
-                intermediate_size=48,
-                num_hidden_layers=3,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=64,
-                **common,
-            )
-        )
+        model = LlamaForCausalLM(LlamaConfig(**size, num_key_value_heads=2, **common))
     else:
         raise ValueError(arch)
     model.save_pretrained(directory)  # as saved today: a GPT-2 config without n_ctx
