@@ -298,8 +298,14 @@ class Experiment:
     def _identity(self) -> dict[str, str]:
         """Every input that decides a cell's numbers, by content (saved as ``inputs.json``)."""
         ev, cfg = self.evalset, self.config
-        # the fingerprint is dtype-independent; the numbers are not
-        out = {"model": self.model.fingerprint, "model dtype": str(self.model.dtype)}
+        # the fingerprint is independent of dtype, device and attention path; the numbers
+        # are not (bfloat16 greedy tokens differ between fused and eager attention)
+        out = {
+            "model": self.model.fingerprint,
+            "model dtype": str(self.model.dtype),
+            "device": self.model.device.type,
+            "attention": self.model.attention_path,
+        }
         for layer in cfg.layers:
             out[f"direction for layer {layer}"] = _hash(layer_vector(self.directions, layer, None))
         out["positions"] = _hash(_rule_identity(self._rule()))
@@ -482,6 +488,7 @@ class Experiment:
         ``on_cell`` is called after each newly computed cell (for logging, or to stop a run).
         """
         out = Path(out_dir)
+        self.identity = self._identity()  # the model's settings may have changed since __init__
         self._check_folder(out, overwrite)
         base = self._logits(())
         frames = [self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base))]
@@ -521,8 +528,8 @@ def _changes(
     for key in [*new_ids, *(k for k in old_ids if k not in new_ids)]:
         a, b = old_ids.get(key, "none"), new_ids.get(key, "none")
         if a != b:
-            if key == "model dtype":
-                out.append(f"the model dtype changed ({a} -> {b})")
+            if key in ("model dtype", "device", "attention"):
+                out.append(f"the {key} changed ({a} -> {b})")
                 continue
             what = {"model": "fingerprint"}.get(
                 key, "vector hash" if "direction" in key else "hash"

@@ -197,6 +197,15 @@ class LensModel:
         return str(self.dtype).removeprefix("torch.")
 
     @property
+    def attention_path(self) -> str:
+        """``"sdpa"`` where `forward` and `step` run some attention layers fused
+        (`liref_lens.attention`), else ``"eager"``. The two paths agree to float rounding in
+        float32 but can change greedy tokens in bfloat16, so results record which one ran."""
+        from .attention import fusable_layers
+
+        return "sdpa" if self.sdpa and fusable_layers(self.model) else "eager"
+
+    @property
     def tokenizer(self) -> Any:
         tok = getattr(self.model, "tokenizer", None)
         if tok is None:
