@@ -35,7 +35,7 @@ from torch import Tensor
 from ._kvcache import bridge_cache_adapter as _bridge_cache_adapter
 from ._kvcache import check_cache_grew as _check_cache_grew
 from ._kvcache import forward_parameters as _forward_parameters
-from .attention import fused_attention
+from .attention import align_eager_attention, fused_attention
 from .positions import StepInfo, step_info
 
 __all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
@@ -164,6 +164,7 @@ class LensModel:
         self.model: Any = model
         self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
         self.sdpa = sdpa
+        align_eager_attention(model)  # where the bridge's eager attention is known to be off
 
     # ----- sizes and placement -------------------------------------------------------------
     @property
@@ -599,7 +600,34 @@ def _load_hooked(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> A
         fold_value_biases=False,
     )
     model.to(device if device is not None else "cpu")
+    _check_legacy_conversion(model, hf_model, path)
     return model
+
+
+def _check_legacy_conversion(model: Any, hf_model: Any, path: str) -> None:
+    """Refuse a legacy conversion whose logits are not the Hugging Face model's.
+
+    The TransformerLens 3.x converters assume things about each architecture (e.g. "Llama has
+    no biases": a Llama config with ``attention_bias=True`` loaded with zero biases), so a
+    checkpoint they do not fully cover would give another model's numbers without a word.
+    One short forward of both models settles it (the Hugging Face model on its CPU copy).
+    """
+    vocab = int(model.cfg.d_vocab)
+    ids = (torch.arange(1, 9) * 7919 % vocab)[None]
+    with torch.no_grad():
+        want = hf_model(ids).logits.float()
+        got = model(ids.to(model.cfg.device)).float().cpu()
+    dtype = next(iter(model.parameters())).dtype
+    scale = float(want.abs().max())
+    tol = max(1e-3, 32 * torch.finfo(dtype).eps) * max(scale, 1.0)
+    diff = float((got - want).abs().max())
+    if not diff <= tol:
+        raise ValueError(
+            f"the legacy HookedTransformer conversion of {path} does not reproduce the model "
+            f"(greatest logit difference {diff:.3g} on a test input; the TransformerLens 3.x "
+            f"converter for {type(hf_model).__name__} ignores part of this config, e.g. "
+            "attention or MLP biases); load it with backend='bridge'"
+        )
 
 
 def _legacy_hf_config(hf_model: Any) -> dict[str, Any]:
