@@ -389,3 +389,97 @@ def test_train_testbed_says_whether_it_rebuilt_the_reference_weights(
     assert "not a like-for-like check" in captured.out.splitlines()[-1]
     assert "torch threads: 2 (--threads 2)" in captured.err
     assert json.loads((tmp_path / "c" / "training.json").read_text())["config"]["threads"] == 2
+
+
+# ----- #21: one line, naming the value, for what a user gets wrong ---------------------------
+def test_a_device_this_machine_lacks_is_one_line_before_the_model_loads(
+    tmp_path, capsys, no_model_load, monkeypatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU build's answer
+    base = ["fit", "--model", "m", "--out", str(tmp_path / "run"), "--task", "gsm8k"]
+    assert main([*base, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("liref-lens: error: device 'cuda' was asked")
+    assert "--device cpu" in err and "Traceback" not in err
+    assert main([*base, "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_the_library_refuses_a_missing_device_before_loading(model_dirs, monkeypatch) -> None:
+    import torch
+
+    from liref_lens import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda:1' was asked for"):
+        load_model(str(model_dirs["gpt2"]), device="cuda:1")
+
+
+@pytest.mark.parametrize("command", ["fit", "sweep", "demo"])
+def test_out_naming_an_existing_file_is_one_line(command, tmp_path, capsys, no_model_load) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    args = {
+        "fit": ["fit", "--model", "m", "--task", "gsm8k"],
+        "sweep": ["sweep", "--model", "m", "--task", "gsm8k", "--layers", "1", "--alphas", "1",
+                  "--directions", "d"],
+        "demo": ["demo"],
+    }[command]  # fmt: skip
+    assert main([*args, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"liref-lens: error: --out {taken} is an existing file; give a folder (new or a run "
+        "folder)\n"
+    )
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("fit_json", "says"),
+    [
+        ("{not json", "is damaged (JSONDecodeError"),
+        ("[1, 2]", "is damaged (ValueError: expected a JSON object"),
+    ],
+)
+def test_report_of_a_broken_fit_json_names_the_file(fit_json, says, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {"layer": [1], "score": ["auroc"], "value": [0.9], "ci_low": [0.8], "ci_high": [1.0]}
+    ).to_csv(run / "scores.csv", index=False)
+    (run / "fit.json").write_text(fit_json)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'fit.json'} {says}" in err
+    assert "rerun `liref-lens fit`" in err
+    (run / "fit.json").unlink()
+    assert main(["report", str(run)]) == 2
+    assert f"{run / 'fit.json'} is missing from the run folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_what_to_do(tmp_path, capsys, monkeypatch) -> None:
+    import liref_lens.cli
+    import liref_lens.recipe
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(liref_lens.recipe, "report_run", interrupt)
+    assert main(["report", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "\nliref-lens: interrupted\n"
+    parser = build_parser()  # the sweep sub-command dispatches to the patched function
+    monkeypatch.setattr(liref_lens.cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["sweep"].set_defaults(func=interrupt)
+    args = ["sweep", "--model", "m", "--out", str(tmp_path / "r"), "--task", "gsm8k",
+            "--layers", "1", "--alphas", "1", "--directions", "d"]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        "\nliref-lens: interrupted; run the same command to resume (finished cells are kept in "
+        "--out)\n"
+    )
+    monkeypatch.setattr(liref_lens.cli, "build_parser", interrupt)  # before any command ran
+    assert main(["report", str(tmp_path)]) == 130
+    assert "Traceback" not in capsys.readouterr().err

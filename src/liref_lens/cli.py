@@ -119,6 +119,12 @@ def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
     return task
 
 
+def _check_out(path: Path | None) -> None:
+    """``--out`` names a folder to create or reuse, never an existing file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is an existing file; give a folder (new or a run folder)")
+
+
 def _model(args: argparse.Namespace) -> Any:
     """Load ``--model``, set the torch thread count (``--threads``) and say so on stderr."""
     import torch
@@ -585,6 +591,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What Ctrl-C leaves behind, per command: an Experiment keeps every finished cell.
+_RESUME = "interrupted; run the same command to resume (finished cells are kept in --out)"
+_INTERRUPTED = {"sweep": _RESUME, "demo": _RESUME}
+
+
 def _message(err: BaseException) -> str:
     """One line for an error: a bare ``KeyError('answer')`` becomes "missing key 'answer'"."""
     if isinstance(err, KeyError) and len(err.args) == 1:
@@ -596,9 +607,20 @@ def _message(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (usage errors exit with 2)."""
+    """Run the command line; returns the exit status (usage errors exit with 2, Ctrl-C with
+    130 and one line saying what to do)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before a command started (imports, argument parsing)
+        print("\nliref-lens: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
+
+    from .model import check_device
 
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
@@ -608,12 +630,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         quiet_third_party_warnings()  # the known deprecations; ours stay visible
         try:
+            _check_out(getattr(args, "out", None))
+            check_device(getattr(args, "device", None))
             return int(args.func(args))
         except (ValueError, KeyError, OSError) as err:
             if args.debug:
                 raise
             print(f"liref-lens: error: {_message(err)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"\nliref-lens: {_INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+            return 130
         finally:
             torch.set_num_threads(threads)
             if bars:

@@ -671,6 +671,45 @@ def _sizes_from_weights(cfg: Any, state_dict: dict[str, Tensor]) -> Any:
     return replace(cfg, **fixed)
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Raise one clear line if ``device`` cannot be used on this machine (None: any).
+
+    Example:
+        >>> check_device("cpu")
+        >>> check_device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown device 'tpu' ...
+    """
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"unknown device {device!r} ({err}); use cpu, cuda, cuda:1 or mps"
+        ) from None
+    fix = "use device 'cpu' (--device cpu)"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch build ({torch.__version__}) has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible to this process"
+            )
+            raise ValueError(
+                f"device {device!r} was asked for, but {why}; {fix}, or install a CUDA build "
+                "of torch (pytorch.org) on a machine with a GPU"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                f"device(s) are visible (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for, but MPS is not available here; {fix}")
+
+
 def default_dtype(device: str | torch.device | None) -> torch.dtype:
     """bfloat16 where the model will sit on a CUDA device, float32 elsewhere.
 
@@ -720,6 +759,7 @@ def load_model(
         ...
         FileNotFoundError: no model directory at ...
     """
+    check_device(device)
     backends = available_backends()
     if backend is None:
         backend = backends[0] if backends else "bridge"
