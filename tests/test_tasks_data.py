@@ -1,7 +1,8 @@
 """Real benchmark files: the samples shipped in the package, and the full files they came from.
 
-The full files live in ``shared/data`` next to the repository (``../shared/data``); CI has a copy
-there. They are required: if the folder is absent these tests fail and say where it must be.
+The full files live in ``shared/data`` next to the repository (``../shared/data``, or
+``$LIREF_LENS_DATA``); CI has a copy there. A user's clone does not: there the tests that need
+them are deselected and the run says so (tests/needs.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tests.needs import data_dir
 
 from liref_lens.tasks import (
     CATEGORY_LABELS,
@@ -30,19 +32,21 @@ from liref_lens.tasks import (
 from liref_lens.tasks.builtin import BUILTIN_MGSM_LANGUAGES, DATA_DIR
 
 ROOT = Path(__file__).parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 MMLU_ZIP = "mmlu_pro_questions_with_llama3_8b_outputs.zip"
 
 
 @pytest.fixture(scope="module")
 def shared() -> Path:
-    if not (SHARED / "README.md").is_file():
+    """The full files. Tests using this fixture are deselected, with the reason printed, where
+    the folder is missing (tests/needs.py); with LIREF_LENS_REQUIRE=data they fail here."""
+    folder = data_dir()
+    if not (folder / "README.md").is_file():
         pytest.fail(
-            f"the full benchmark files are missing: expected them in {SHARED} (shared/data next "
-            "to the repository, with gsm8k_test.jsonl, mgsm/, nq_open_dev.jsonl and the MMLU-Pro "
-            "zip); copy them there to run these tests"
+            f"the full benchmark files are missing: expected them in {folder} (shared/data next "
+            "to the repository, or LIREF_LENS_DATA, with gsm8k_test.jsonl, mgsm/, "
+            "nq_open_dev.jsonl and the MMLU-Pro zip); copy them there to run these tests"
         )
-    return SHARED
+    return folder
 
 
 # ----- shipped samples --------------------------------------------------------------------
