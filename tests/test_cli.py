@@ -483,3 +483,32 @@ def test_ctrl_c_exits_130_with_what_to_do(tmp_path, capsys, monkeypatch) -> None
     monkeypatch.setattr(liref_lens.cli, "build_parser", interrupt)  # before any command ran
     assert main(["report", str(tmp_path)]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fit_n_draws_a_seeded_sample_and_records_the_data(model_dirs, tmp_path) -> None:
+    """``-n`` draws questions at random with ``--seed`` (not the first rows), and fit.json
+    records each file's path, SHA-256 and the selection (#22)."""
+    import hashlib
+
+    from liref_lens.tasks import load_task
+
+    gsm = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": f"w{i} + w{i + 1} = ?", "answer": f"#### {i}"} for i in range(12)]
+    gsm.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pop = DATA / "popqa_test.csv"
+    runs = {}
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        args = ["fit", "--model", str(model_dirs["llama"]), "--device", "cpu", "--out", str(run),
+                "--no-progress", "--reasoning-task", f"gsm8k:{gsm}", "--memory-task",
+                f"popqa:{pop}", "-n", "3", "--seed", str(seed), "--layers", "1"]  # fmt: skip
+        assert main(args) == 0
+        runs[seed] = json.loads((run / "fit.json").read_text())
+    data = runs[0]["reasoning_data"]
+    assert runs[0]["n_reasoning"] == 3
+    assert data["sha256"] == hashlib.sha256(gsm.read_bytes()).hexdigest()
+    assert data["source"] == str(gsm.resolve())
+    assert data["selection"][-1]["sample"] == 3 and data["selection"][-1]["seed"] == 0
+    assert runs[1]["reasoning_data"]["selection"][-1]["seed"] == 1
+    picked = {it.question for it in load_task("gsm8k", source=gsm, sample=3, seed=0)}
+    assert picked != {it.question for it in load_task("gsm8k", source=gsm, n=3)}

@@ -105,12 +105,14 @@ def _task_spec(text: str) -> str:
     return text
 
 
-def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
-    """``name`` or ``name:source`` (hub id or local path) -> Task."""
+def _task(spec: str, n: int | None, seed: int, label_file: str | None = None) -> Any:
+    """``name`` or ``name:source`` (hub id or local path) -> Task; ``n`` questions drawn at
+    random with ``seed`` (one template after another where the task has templates, e.g.
+    GSM-Symbolic), or all of them."""
     from .tasks import load_task
 
     name, _, source = spec.partition(":")
-    kwargs: dict[str, Any] = {"n": n}
+    kwargs: dict[str, Any] = {"sample": n, "seed": seed}
     if source:
         kwargs["source"] = source
     task = load_task(name, **kwargs)
@@ -161,7 +163,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.task:
         if args.reasoning_task or args.memory_task:
             args.parser.error("give --task or --reasoning-task/--memory-task, not both")
-        reasoning, memory = _task(args.task, args.n, args.labels).split()
+        reasoning, memory = _task(args.task, args.n, args.seed, args.labels).split()
     else:
         if not (args.reasoning_task and args.memory_task):
             args.parser.error(
@@ -170,8 +172,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             )
         if args.labels:
             args.parser.error("--labels goes with --task")
-        reasoning = _task(args.reasoning_task, args.n)
-        memory = _task(args.memory_task, args.n)
+        reasoning = _task(args.reasoning_task, args.n, args.seed)
+        memory = _task(args.memory_task, args.n, args.seed)
     lm = _model(args)
     _, scores = fit_run(
         lm,
@@ -206,7 +208,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"--layers {missing} are not in {args.directions}, which holds layers "
             f"{[int(x) for x in stored.layers]}"
         )
-    task = _task(args.task, args.n)
+    task = _task(args.task, args.n, args.seed)
     lm = _model(args)
     directions = DirectionSet.load(args.directions, model=lm)
     results = sweep_run(
@@ -498,7 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_task_spec,
         help="the memory group (with --reasoning-task), written like --task (default: none)",
     )
-    fit.add_argument("-n", type=int, default=None, help="questions per task (default: all)")
+    fit.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="questions per task, drawn at random with --seed (one per template first for "
+        "tasks with templates, e.g. GSM-Symbolic) (default: all)",
+    )
     fit.add_argument(
         "--site",
         default="resid_pre",
@@ -542,7 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the directions.safetensors written by fit (required)",
     )
     sweep.add_argument("--task", required=True, type=_task_spec, help=f"(required) {task_help}")
-    sweep.add_argument("-n", type=int, default=None, help="questions (default: all)")
+    sweep.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="questions, drawn at random with --seed (default: all)",
+    )
     sweep.add_argument("--layers", required=True, type=_layers, help=f"(required) {_LAYERS_SYNTAX}")
     sweep.add_argument(
         "--alphas",

@@ -85,6 +85,9 @@ def fit_run(
         "memory_task": memory.name,
         "n_reasoning": len(reasoning),
         "n_memory": len(memory),
+        # where the questions came from: file paths and SHA-256, and how they were selected
+        "reasoning_data": reasoning.provenance,
+        "memory_data": memory.provenance,
         "site": site,
         "position": position,
         "layers": list(layers),
