@@ -285,15 +285,63 @@ def test_threads_auto_is_one_for_small_models_and_n_is_honoured(
 
 
 def test_choose_threads() -> None:
-    import torch
-
     from liref_lens._threads import SMALL_MODEL_PARAMETERS, choose_threads
 
     assert choose_threads("auto", SMALL_MODEL_PARAMETERS - 1)[0] == 1
-    assert choose_threads("auto", SMALL_MODEL_PARAMETERS)[0] == torch.get_num_threads()
+    big = SMALL_MODEL_PARAMETERS
+    assert choose_threads("auto", big, cpus=2, busy=0)[0] == 2  # quiet: every usable CPU
+    assert choose_threads("auto", big, cpus=2, busy=1)[0] == 1  # one busy: never oversubscribe
+    assert choose_threads("auto", big, cpus=2, busy=7)[0] == 1  # at least one
+    assert choose_threads("auto", big, cpus=16, busy=3)[0] == 13
     assert choose_threads(4, 10) == (4, "--threads 4")
     with pytest.raises(ValueError, match="whole number"):
         choose_threads(0, 10)
+
+
+def test_usable_cpus_reads_affinity_and_the_cgroup_quota(tmp_path, monkeypatch) -> None:
+    import os
+
+    from liref_lens._threads import usable_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert usable_cpus(tmp_path / "none") == 4  # no cgroup files: the affinity mask
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs' worth of time
+    assert usable_cpus(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # no quota
+    assert usable_cpus(tmp_path) == 4
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+
+
+def test_busy_cpus_counts_other_runnable_tasks(tmp_path) -> None:
+    from liref_lens._threads import busy_cpus
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")
+    assert busy_cpus(samples=3, interval=0, stat=str(stat)) == 2  # itself not counted
+    stat.write_text("procs_running 1\n")
+    assert busy_cpus(samples=1, stat=str(stat)) == 0
+    assert busy_cpus(samples=1, stat=str(tmp_path / "missing")) == 0
+
+
+def test_busy_cpus_sees_a_busy_process(tmp_path) -> None:
+    """A real busy loop in another process shows up (the machine may be busier still)."""
+    import subprocess
+    import sys
+    import time
+
+    from liref_lens._threads import busy_cpus
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cpus(samples=9, interval=0.01) >= 1
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_demo_threads_auto_runs_the_testbed_on_one_thread(tmp_path, capsys, monkeypatch) -> None:
