@@ -533,11 +533,11 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 
 def _hub_error(name: str, err: Exception) -> OSError:
+    text = " ".join(str(err).split())  # one line
     return OSError(
-        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {text}). "
         "If this machine is offline, download the model elsewhere "
-        f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and pass "
-        "load_model(DIR)."
+        f"(`hf download {name} --local-dir DIR`), copy DIR here and pass load_model(DIR)."
     )
 
 
@@ -694,13 +694,19 @@ def load_model(
             f"available: {backends}. 'hooked_transformer' needs transformer-lens<4, "
             "'bridge' needs transformer-lens>=3"
         )
-    from .gguf import resolve_model_path
+    from ._hub import hub_source
+    from .gguf import check_folder, resolve_model_path
 
     name = os.fspath(name_or_path)
-    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)
+    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)  # checked if GGUF
     local = _is_local(name_or_path)
     if not local and _looks_like_path(name_or_path):
         raise FileNotFoundError(f"no model directory at {name_or_path!r}")
+    if local and name_or_path == name:
+        check_folder(name_or_path)  # a liref_lens cache folder given directly
+    if not local:  # a hub id: fail at once when the hub is out of reach and it is not cached
+        name_or_path = hub_source(name_or_path, **kwargs)
+        local = _is_local(name_or_path)
     loader = _load_bridge if backend == "bridge" else _load_hooked
     try:
         model = loader(name_or_path, device, dtype or default_dtype(device), **kwargs)
