@@ -470,3 +470,21 @@ def test_chat_prompt_needs_a_template() -> None:
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"x": 0})))
     with pytest.raises(ValueError, match="no chat template"):
         chat_prompt(tok, "2+2?")
+
+
+def test_every_test_session_installs_every_named_model() -> None:
+    """noxfile.py and both constraint files pin exactly the packages of `MODELS`."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    tree = ast.parse((root / "noxfile.py").read_text())
+    wheels = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "MODEL_WHEELS"
+    )
+    wanted = {package for model in MODELS.values() for package in model.packages}
+    assert set(wheels) == wanted
+    for name in ("ci.txt", "legacy.txt"):
+        pins = set((root / "constraints" / name).read_text().splitlines())
+        assert wanted <= pins, (name, wanted - pins)
