@@ -46,7 +46,7 @@ def test_unreachable_hub_fails_at_once_in_one_line(offline_hub: list[float]) -> 
         load_model("liref-lens-tests/no-such-model", device="cpu")
     message = str(info.value)
     assert "\n" not in message
-    assert "cannot load 'liref-lens-tests/no-such-model'" in message
+    assert "cannot load 'liref-lens-tests/no-such-model': there is no folder" in message
     assert "cannot be reached: ConnectError" in message
     assert "not in the local hub cache" in message
     assert "hf download liref-lens-tests/no-such-model --local-dir DIR" in message

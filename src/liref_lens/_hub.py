@@ -60,7 +60,8 @@ def hub_source(name: str, **kwargs: Any) -> str:
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         pass
     raise HubUnreachableError(
-        f"cannot load {name!r}: the Hugging Face hub is out of reach ({reason}) and the model "
-        f"is not in the local hub cache ({constants.HF_HUB_CACHE}); on a machine with network "
-        f"run `hf download {name} --local-dir DIR`, copy DIR here and pass load_model(DIR)"
+        f"cannot load {name!r}: there is no folder of that name here, the Hugging Face hub is "
+        f"out of reach ({reason}) and the model is not in the local hub cache "
+        f"({constants.HF_HUB_CACHE}); on a machine with network run `hf download {name} "
+        "--local-dir DIR`, copy DIR here and pass load_model(DIR)"
     )
