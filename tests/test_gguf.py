@@ -170,17 +170,26 @@ def test_manifest_lists_every_file_and_is_written_last(fresh: dict) -> None:
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder
 
 
-def test_deleted_tokenizer_config_is_detected_and_rebuilt(
-    tiny_gguf: Path, fresh: dict, tmp_path: Path
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
+def test_deleted_tokenizer_file_is_detected_and_rebuilt(
+    tiny_gguf: Path, fresh: dict, tmp_path: Path, name: str
 ) -> None:
+    """Before manifests: without tokenizer_config.json the folder loaded with the tokenizer's
+    BOS, EOS and pad lost (SmolLM2's last logits moved by 6.17); without tokenizer.json it
+    failed with transformers' five-line "Couldn't instantiate the backend tokenizer"."""
     folder = _build(tiny_gguf, tmp_path)
-    (folder / "tokenizer_config.json").unlink()
-    with pytest.raises(DamagedFileError, match="tokenizer_config.json is missing"):
+    (folder / name).unlink()
+    with pytest.raises(DamagedFileError) as info:
         load_model(str(folder), device="cpu")  # the folder itself: an error, not a guess
+    assert str(info.value) == (
+        f"the de-quantized checkpoint folder {folder} is damaged ({name} is missing); delete "
+        f"the folder and load_model({str(tiny_gguf.resolve())!r}) to rebuild it"
+    )
     with pytest.warns(CacheRebuiltWarning) as seen:
         assert _build(tiny_gguf, tmp_path) == folder
-    message = str(seen[0].message)
-    assert str(folder) in message and "tokenizer_config.json is missing" in message
+    assert str(seen[0].message) == (
+        f"the de-quantized checkpoint {folder} is damaged ({name} is missing); building it again"
+    )
     again = _specials_and_logits(folder)
     assert again["specials"] == fresh["specials"] == ("<bos>", "<bos>", "<pad>")
     torch.testing.assert_close(again["logits"], fresh["logits"], atol=0, rtol=0)
