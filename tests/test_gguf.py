@@ -175,7 +175,8 @@ def test_deleted_tokenizer_file_is_detected_and_rebuilt(
     tiny_gguf: Path, fresh: dict, tmp_path: Path, name: str
 ) -> None:
     """Before manifests: without tokenizer_config.json the folder loaded with the tokenizer's
-    BOS, EOS and pad lost (SmolLM2's last logits moved by 6.17); without tokenizer.json it
+    BOS, EOS and pad lost (SmolLM2's last-token logits moved by up to 11.9 on a question
+    prompt, as the lost BOS changed its tokens); without tokenizer.json it
     failed with transformers' five-line "Couldn't instantiate the backend tokenizer"."""
     folder = _build(tiny_gguf, tmp_path)
     (folder / name).unlink()
