@@ -431,6 +431,9 @@ def test_named_file_in_parts_is_assembled_once_into_the_checked_cache(
     assembled = cache_root(tmp_path / "c") / "files" / digest[:16] / "t.gguf"
     assert assembled.read_bytes() == data and folder.name == digest[:16]
     assert problem(assembled.parent) is None
+    (folder / "tokenizer.json").unlink()  # the fix names the model, not the file
+    with pytest.raises(DamagedFileError, match=r"delete the folder and load_model\('fake'\)"):
+        check_folder(folder)
     stamp = assembled.stat().st_mtime_ns
     assert find_gguf("fake", tmp_path / "c") == assembled  # reused, not assembled again
     assert assembled.stat().st_mtime_ns == stamp

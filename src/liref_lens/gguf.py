@@ -125,7 +125,8 @@ def check_folder(folder: str | os.PathLike[str], *, full: bool = False) -> None:
     wrong = _manifest.problem(folder, full=full)
     if wrong is None:
         return
-    source = (_manifest.read_manifest(folder) or {}).get("gguf_path")
+    manifest = _manifest.read_manifest(folder) or {}
+    source = manifest.get("load_as") or manifest.get("gguf_path")
     again = f"load_model({source!r})" if source else "load the GGUF file again"
     raise DamagedFileError(
         f"{_WHAT} folder {folder} is damaged ({wrong}); delete the folder and {again} to rebuild it"
@@ -133,7 +134,7 @@ def check_folder(folder: str | os.PathLike[str], *, full: bool = False) -> None:
 
 
 def _is_stale_cache(folder: Path) -> bool:
-    # written by liref_lens before manifests: a marker file, or a folder in a GGUF cache
+    # written by a liref_lens from before manifests: it left this marker file
     return (folder / "liref_lens_gguf.json").exists()
 
 
@@ -143,6 +144,7 @@ def dequantize(
     *,
     sha256: str | None = None,
     fix: str = "download it again",
+    load_as: str | None = None,
 ) -> Path:
     """De-quantize a GGUF file to float32 and save it as a Hugging Face folder at ``out_dir``.
 
@@ -155,6 +157,8 @@ def dequantize(
         out_dir: the folder to write (atomically: a temporary sibling renamed into place).
         sha256: the file's SHA-256 if known (else it is computed).
         fix: what to tell the user to do if the file cannot be read.
+        load_as: what to pass to `load_model` to rebuild the folder (default: ``path``),
+            recorded in the manifest for the error `check_folder` raises.
 
     Raises:
         ImportError: ``gguf`` or ``accelerate`` is missing.
@@ -172,6 +176,7 @@ def dequantize(
         return {
             "gguf_file": path.name,
             "gguf_path": str(path),
+            "load_as": load_as or str(path),
             "source_sha256": digest,
             "dtype": "float32",
             "made_with": versions(),
@@ -230,7 +235,8 @@ def resolve_model_path(
         digest = _manifest.sha256(path)
         fix = "download it again"
     check_extras()
-    return str(dequantize(path, root / digest[:16], sha256=digest, fix=fix))
+    load_as = text if text in MODELS else None
+    return str(dequantize(path, root / digest[:16], sha256=digest, fix=fix, load_as=load_as))
 
 
 def chat_prompt(model_or_tokenizer: Any, question: str, system: str | None = None) -> str:
