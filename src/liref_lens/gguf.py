@@ -10,8 +10,9 @@ A cache folder is checked before every use. It is built in a temporary folder; a
 (``liref_lens_manifest.json``: every file's size, modification time and SHA-256, and the GGUF
 file's SHA-256) is written last; then the folder is renamed into place. A folder that does not
 match its manifest (a file missing, added or truncated; a file changed since it was written),
-or has none (an interrupted or older build), is rebuilt with a `CacheRebuiltWarning` naming
-the folder and the fault; given to `load_model` directly, it is an error (`check_folder`).
+or has none (an interrupted build), is rebuilt, then a `CacheRebuiltWarning` names the
+folder and the fault (a folder from a liref_lens before manifests is rebuilt without one);
+given to `load_model` directly, a damaged folder is an error (`check_folder`).
 The check compares sizes and modification times (microseconds) and hashes only files whose
 time changed; ``check_folder(folder, full=True)`` hashes everything (see
 ``docs/how-to/gguf.md`` for the costs measured).
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 _WHAT = "the de-quantized checkpoint"
+_OLD_MARKER = "liref_lens_gguf.json"  # what a liref_lens from before manifests left in a folder
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -134,8 +136,7 @@ def check_folder(folder: str | os.PathLike[str], *, full: bool = False) -> None:
 
 
 def _is_stale_cache(folder: Path) -> bool:
-    # written by a liref_lens from before manifests: it left this marker file
-    return (folder / "liref_lens_gguf.json").exists()
+    return (folder / _OLD_MARKER).exists()
 
 
 def dequantize(
@@ -183,7 +184,7 @@ def dequantize(
         }
 
     expect = {"source_sha256": digest, "dtype": "float32"}
-    return _manifest.cached_folder(out_dir, build, expect=expect, what=_WHAT)
+    return _manifest.cached_folder(out_dir, build, expect=expect, what=_WHAT, older=_OLD_MARKER)
 
 
 def resolve_model_path(
