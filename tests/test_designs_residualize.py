@@ -113,6 +113,15 @@ def test_categorical_nuisance_is_one_hot_and_removes_a_source_offset() -> None:
     assert after["ci_low"] < 0.5 < after["ci_high"]
 
 
+def test_a_nuisance_that_separates_the_classes_alone_warns() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (40, 1, 4))
+    lengths = np.r_[rng.integers(30, 60, 20), rng.integers(5, 20, 20)]
+    c = contrast("apart", x, lengths, 20)
+    with pytest.warns(UserWarning, match="token_length alone separates the classes \\(AUROC"):
+        residualized(c, ["token_length"], n_boot=0)
+
+
 def test_leace_without_the_package_names_the_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "concept_erasure", None)
     with pytest.raises(ImportError, match="pip install concept-erasure"):

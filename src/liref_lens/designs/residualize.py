@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .._oof import Prep, _baseline_oof, _folds, _layer_oof
+from ..scores import _auroc
 from .contrast import Contrast, DesignResult, _evaluate
 
 __all__ = ["METHODS", "nuisance_matrix", "residualizer", "residualized"]
@@ -134,6 +135,33 @@ def residualizer(z: np.ndarray, method: str = "lstsq") -> Prep:
     return prep_leace
 
 
+def _warn_if_separating(c: Contrast, on: Sequence[str]) -> None:
+    """Warn when a nuisance column alone separates the classes: removing it linearly then
+    extrapolates between ranges no item shares (and matching is impossible)."""
+    for col in on:
+        if col not in c.meta.columns:
+            continue  # nuisance_matrix names the missing column
+        x = c.meta[col]
+        pos, neg = x.iloc[: c.n_pos], x.iloc[c.n_pos :]
+        if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+            a = float(_auroc(pos.to_numpy(float), neg.to_numpy(float)))
+            separates = a in (0.0, 1.0)
+            what = f"AUROC {a:.3f}; positive {pos.min():g}-{pos.max():g}, negative " + (
+                f"{neg.min():g}-{neg.max():g}"
+            )
+        else:
+            separates = not set(pos.astype(str)) & set(neg.astype(str))
+            what = "no value in common"
+        if separates:
+            warnings.warn(
+                f"{c.name}: {col} alone separates the classes ({what}); residualising on it "
+                "extrapolates a linear fit between ranges no item shares, so read the result "
+                "as a model-based adjustment, not a comparison of like items",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
 def residualized(
     c: Contrast,
     on: Sequence[str] = ("token_length",),
@@ -150,11 +178,13 @@ def residualized(
     features, fold by fold (see the module docstring for ``method``).
 
     Example:
-        >>> c = Contrast.read(lm, "toy", prompts * 3, ["w1 w2"] * 12, layers=[1])
+        >>> pos = [f"Q: w{i} A:" for i in range(12)]  # as long as the negatives, in tokens
+        >>> c = Contrast.read(lm, "toy", pos, [f"w{i} w{i + 1} w9" for i in range(12)], layers=[1])
         >>> r = residualized(c, ["token_length"], cv_folds=3, n_boot=0)
         >>> r.design, float(r.baselines.set_index("feature").loc["length", "auroc"])
         ('residualized on token_length (lstsq)', 0.5)
     """
+    _warn_if_separating(c, on)
     prep = residualizer(nuisance_matrix(c.meta, list(on)), method)
     folds = _folds(c.labels, cv_folds, seed)
     lay = _layer_oof(c.pos, c.neg, None, folds, prep)
