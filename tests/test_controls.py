@@ -142,6 +142,8 @@ def test_bad_input_is_named(tiny: LensModel, acts) -> None:
     cfg = ExperimentConfig(layers=(2,), n_random=1, controls=("covariance",))
     with pytest.raises(ValueError, match="control_activations=\\(pos, neg\\)"):
         Experiment(tiny, ds, _evalset(), cfg)
+    none = ExperimentConfig(layers=(2,), n_random=0, controls=("covariance",))
+    assert Experiment(tiny, ds, _evalset(), none).config.cells() == [("add", 2, 1.0, -1)]
     with pytest.raises(ValueError, match="distinct kinds"):
         ExperimentConfig(layers=(2,), controls=("isotropic",))
     with pytest.raises(ValueError, match="lack layers \\[0\\]"):

@@ -363,7 +363,7 @@ class Experiment:
     ) -> dict[str, dict[int, torch.Tensor]]:
         """The ``shuffled`` / ``covariance`` control vectors (unit, per layer) of the config."""
         kinds = [k for k in self.config.controls if k != "random"]
-        if not kinds:
+        if not kinds or self.config.n_random == 0:
             return {}
         if acts is None:
             raise ValueError(
