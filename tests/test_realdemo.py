@@ -75,7 +75,10 @@ def test_verdict_column_agrees_with_the_baselines(demo) -> None:
     for name, g in s.groupby("contrast"):
         best = demo.baselines[demo.baselines["contrast"] == name]["auroc"].max()
         assert (g["baseline_auroc"] == best).all()
-        assert (g["beats_baseline"] == (g["ci_low"] > best)).all()
+        # paired verdict: the bootstrap interval of the AUROC difference lies above 0
+        assert (g["beats_baseline"] == (g["diff_low"] > 0)).all()
+        assert ((g["value"] - g["baseline_auroc"] - g["diff"]).abs() < 1e-12).all()
+        assert (g["diff_low"] <= g["diff"] + 1e-12).all()
 
 
 def test_steering_table_matches_the_experiment_results(demo) -> None:

@@ -12,12 +12,13 @@ difference-in-means direction per layer and score it:
   from reasoning-heavy categories (math, physics, chemistry, engineering) vs memory-heavy ones
   (history, law, psychology, health): the stronger, within-dataset test.
 
-Each layer gets its in-sample AUROC (`separation`), its held-out AUROC (`layer_cv_auroc`) and
-the verdict against the trivial readers of `confound_baselines` (prompt length, bag of
-tokens). Then the GSM8K-vs-NQ direction of the best held-out layer is added (``Add`` at the
-last prompt token, alpha in the direction's natural unit: +1 moves the memory mean onto the
-reasoning mean) on held-out GSM8K and NQ questions, next to norm-matched random directions,
-and next-token metrics are read: probability of the gold answer's first token against a
+Each layer gets its in-sample AUROC (`separation`), its held-out AUROC (`layer_oof`) and the
+paired verdict against the trivial readers of `baseline_oof` (prompt length, bag of tokens;
+`against_baselines`: the bootstrap interval of the AUROC difference on the same resampled rows
+lies above 0). Then the GSM8K-vs-NQ direction of the best held-out layer is added (``Add`` at
+the last prompt token, alpha in the direction's natural unit: +1 moves the memory mean onto the
+reasoning mean) on held-out GSM8K and NQ questions, next to norm-matched random directions, and
+next-token metrics are read: probability of the gold answer's first token against a
 distractor's (``p_correct``), KL from the unsteered distribution, entropy. Greedy
 chain-of-thought accuracy is not part of the run: SmolLM2-135M got 0 of 20 GSM8K questions
 right with an 8-shot chain-of-thought prompt (133 s on 2 CPU cores) and 0 of 20 NQ-open
@@ -42,7 +43,7 @@ import pandas as pd
 
 from ._io import atomic_write_text
 from .cache import Activations, cache_activations
-from .confounds import against_baselines, confound_baselines, layer_cv_auroc
+from .confounds import against_baselines, auroc_table, baseline_oof, layer_oof
 from .directions import DirectionSet, diff_in_means, fit_directions
 from .experiment import EvalSet, Experiment, ExperimentConfig, Results
 from .model import LensModel, load_model
@@ -220,9 +221,12 @@ def _contrast(
     insample = separation(
         pos, neg, ds, scores=("auroc", "cohens_d"), n_boot=n_boot, seed=seed, progress=False
     )
-    held = layer_cv_auroc(pos, neg, n_boot=n_boot, seed=seed, progress=False)
-    base = confound_baselines(lm, pos_prompts, neg_prompts, n_boot=n_boot, seed=seed)
-    held = against_baselines(held, base)
+    ids = lm.encode(pos_prompts), lm.encode(neg_prompts)
+    base_oof = baseline_oof(*ids, int(lm.cfg.d_vocab), seed=seed)
+    held = against_baselines(
+        layer_oof(pos, neg, seed=seed, progress=False), base_oof, n_boot=n_boot, seed=seed
+    )
+    base = auroc_table(base_oof, n_boot=n_boot, seed=seed)
     scores = pd.concat([insample, held], ignore_index=True).assign(contrast=name)
     return scores, base.assign(contrast=name), ds, pos, neg
 
@@ -351,8 +355,8 @@ def _verdicts(scores: pd.DataFrame, baselines: pd.DataFrame) -> list[str]:
             f"{name}: best held-out AUROC {best['value']:.3f} "
             f"[{best['ci_low']:.3f}, {best['ci_high']:.3f}] at layer {int(best['layer'])}; "
             f"trivial readers: length {b['length']:.3f}, bag of tokens "
-            f"{b['bag_of_tokens']:.3f}. Layers whose interval lies above the best trivial "
-            f"reader: {beat if beat else 'none'}."
+            f"{b['bag_of_tokens']:.3f}. Layers that beat every trivial reader (paired "
+            f"bootstrap of the AUROC difference, lower bound above 0): {beat if beat else 'none'}."
         )
     return out
 
@@ -398,7 +402,8 @@ def summary(
     for name in scores["contrast"].unique():
         s = scores[(scores["contrast"] == name) & (scores["score"] == "cv_auroc")]
         lines.append(f"\n{name}: held-out AUROC per layer (diff-in-means, 5 folds)")
-        cols = ["layer", "value", "ci_low", "ci_high", "baseline_auroc", "beats_baseline"]
+        cols = ["layer", "value", "ci_low", "ci_high", "baseline_auroc", "diff", "diff_low"]
+        cols += ["diff_high", "beats_baseline"]
         lines.append(s[cols].to_string(index=False, float_format="%.3f"))
     lines.append("\nTrivial readers (held-out AUROC):")
     lines.append(baselines.to_string(index=False, float_format="%.3f"))
