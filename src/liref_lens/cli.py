@@ -157,6 +157,8 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .recipe import fit_run
 
     # everything that can fail on bad input comes before the model load
@@ -186,13 +188,28 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    auc = scores[scores["score"] == "auroc"].sort_values("layer")
-    auc = auc[["layer", "value", "ci_low", "ci_high"]].rename(columns={"value": "auroc"})
+    held = scores[scores["score"] == "cv_auroc"].sort_values("layer")
+    cols = ["layer", "value", "ci_low", "ci_high", "baseline", "baseline_auroc", "diff",
+            "diff_low", "diff_high", "beats_baseline"]  # fmt: skip
+    held = held[cols].rename(columns={"value": "heldout_auroc"})
+    ins = scores[scores["score"] == "auroc"].set_index("layer")["value"]
+    held.insert(1, "insample_auroc", held["layer"].map(ins))
+    base = pd.read_csv(Path(args.out) / "baselines.csv")
     print(
-        f"AUROC of the projection on each layer's direction, {reasoning.name} vs {memory.name} "
-        "(ci_low, ci_high: 95% bootstrap interval):"
+        f"Held-out AUROC of each layer's direction, {reasoning.name} vs {memory.name} (fitted on "
+        "the training folds, scored on the held-out fold; ci: 95% bootstrap), next to the best "
+        "trivial reader of the prompt on the same folds; diff: layer minus reader, paired "
+        "interval; beats_baseline: the interval lies above 0:"
     )
-    print(auc.to_string(index=False, float_format="%.3f"))
+    print(held.to_string(index=False, float_format="%.3f"))
+    print("Trivial readers (held out): " + "; ".join(
+        f"{r.feature} {r.auroc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in base.itertuples()
+    ))  # fmt: skip
+    beat = held[held["beats_baseline"].astype(bool)]["layer"].tolist()
+    print(
+        "Layers that beat every trivial reader: "
+        + (", ".join(map(str, beat)) if beat else "none (the readers separate the sets as well)")
+    )
     print(f"directions and scores written to {args.out}")
     return 0
 
