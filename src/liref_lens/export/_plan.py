@@ -64,12 +64,14 @@ def _width(direction: Any) -> int:
     raise TypeError(f"an op's direction must be a DirectionSet or a tensor, not {type(direction)}")
 
 
-def _as_ops(source: DirectionSet | Op, layers: Sequence[int] | None, strength: float) -> list[Op]:
+def _as_ops(
+    source: DirectionSet | Op, layers: Sequence[int] | None, strength: float, target: str
+) -> list[Op]:
     if isinstance(source, DirectionSet):
         if source.site not in RESIDUAL:
             why = f"site {source.site!r}" if source.site else "no site"
             raise ValueError(
-                f"this direction set records {why}; exporters write residual-stream vectors "
+                f"this direction set records {why}; {target} takes residual-stream vectors "
                 "(resid_pre or resid_post): pass an Add op with sites=... to say where, or "
                 "dataclasses.replace(directions, site='resid_pre') if that is where it was fitted"
             )
@@ -78,11 +80,13 @@ def _as_ops(source: DirectionSet | Op, layers: Sequence[int] | None, strength: f
     if isinstance(source, Op):
         if layers is not None or strength != 1.0:
             raise ValueError(
-                "an op already says its layers and strength (alpha); pass layers= and "
-                "strength= only with a DirectionSet"
+                f"an op already says its layers and strength (alpha); pass layers= and "
+                f"strength= only with a DirectionSet (exporting to {target})"
             )
         return list(source.flatten())
-    raise TypeError(f"export a DirectionSet or an op (Add, Compose of Adds), not {type(source)}")
+    raise TypeError(
+        f"export a DirectionSet or an op (Add, Compose of Adds) to {target}, not {type(source)}"
+    )
 
 
 def residual_edits(
@@ -110,7 +114,7 @@ def residual_edits(
         [(4, 'resid_pre', [2.0, 4.0])]
     """
     out = []
-    for op in _as_ops(source, layers, strength):
+    for op in _as_ops(source, layers, strength, target):
         name = type(op).__name__
         action = {Add: "add", ProjectOut: "project_out"}.get(type(op))
         if action is None or action not in actions:
@@ -133,11 +137,11 @@ def residual_edits(
                 "exported: use a resid_pre or resid_post direction"
             )
         if not op.layers:
-            raise ValueError(f"this {name} has no layers=[...]; say where it applies")
+            raise ValueError(f"this {name} has no layers=[...]; say where {target} applies it")
         if any(layer < 0 for layer in op.layers):
             raise ValueError(
-                f"{name} has negative layers {list(op.layers)}; exporters have no model to "
-                "resolve them against: give layer indices from 0"
+                f"{name} has negative layers {list(op.layers)}; {target} is written without a "
+                "model to resolve them against: give layer indices from 0"
             )
         width = _width(op.direction)  # type: ignore[attr-defined]
         for layer in op.layers:
@@ -148,7 +152,10 @@ def residual_edits(
                     raw = layer_vector(op.direction, layer, op.source_layer)  # type: ignore[attr-defined]
                     raw = raw.to(torch.float64)
                     if float(raw.norm()) == 0.0:
-                        raise ValueError(f"the direction for layer {layer} has zero norm")
+                        raise ValueError(
+                            f"the direction for layer {layer} has zero norm; {target} cannot "
+                            "project it out"
+                        )
                     vec = raw / raw.norm()
                 out.append(Edit(layer, site, action, vec.detach().to("cpu", torch.float32)))
     return out

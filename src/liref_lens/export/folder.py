@@ -4,7 +4,7 @@
 
 - ``directions.safetensors``: the direction set as `DirectionSet.save` writes it (float64
   vectors, provenance JSON and sha256 checksums in the header);
-- ``config.json``: the format, the SHA-256 of ``directions.safetensors``, the provenance
+- ``config.json``: the format, the SHA-256 of the float64 vector bytes, the provenance
   again (readable without safetensors), and what the card shows (layer scores, baselines,
   verdicts) as JSON records;
 - ``README.md``: a model card generated from those: YAML front matter for the Hugging Face
@@ -13,10 +13,13 @@
   and verdicts when given, with the lines that load and apply the directions.
 
 `from_pretrained` reads a folder back (or downloads a hub repository first) and refuses a
-folder whose ``directions.safetensors`` does not match the SHA-256 in ``config.json`` or whose
-provenance differs from the file's. `push_to_hub` uploads a folder with ``huggingface_hub``
-(it needs network access and a token with write access: ``huggingface-cli login`` or
-``HF_TOKEN``).
+folder whose ``directions.safetensors`` fails its own checksums, holds other vectors than the
+SHA-256 in ``config.json`` says, or other provenance. Saving the same set twice gives the same
+``config.json`` and ``README.md``; ``directions.safetensors`` holds the same tensor bytes (its
+header's keys may come in another order: safetensors does not sort them).
+
+`push_to_hub` uploads a folder with ``huggingface_hub`` (it needs network access and a token
+with write access: ``huggingface-cli login`` or ``HF_TOKEN``).
 
 Memory: the folder holds the ``[layer, d_model]`` float64 vectors once.
 """
@@ -48,8 +51,8 @@ CONFIG = "config.json"
 CARD = "README.md"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _vectors_sha256(ds: DirectionSet) -> str:
+    return hashlib.sha256(ds.vectors.numpy().tobytes()).hexdigest()
 
 
 def _records(table: pd.DataFrame | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -112,7 +115,7 @@ def _card(ds: DirectionSet, config: Mapping[str, Any]) -> str:
                                          f"{ds.classes[1]} ({ds.counts[1]} rows)"),
         ("data hash (sha256)", ds.data_hash or "not recorded"),
         ("liref-lens version", ds.version),
-        ("directions.safetensors sha256", config["sha256"]),
+        ("vectors sha256 (float64 bytes)", config["vectors_sha256"]),
     ]  # fmt: skip
     lines = [*front, "", f"# {title}", ""]
     if card.get("description"):
@@ -199,11 +202,11 @@ def save_pretrained(
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    vectors = directions.save(out / VECTORS)
+    directions.save(out / VECTORS)
     config = {
         "format": FORMAT,
         "file": VECTORS,
-        "sha256": _sha256(vectors),
+        "vectors_sha256": _vectors_sha256(directions),
         "direction_set": directions._meta(),
         "card": {
             "title": title,
@@ -248,8 +251,9 @@ def from_pretrained(
         allow_transfer: passed to that check.
 
     Raises:
-        ValueError: the vectors file does not match ``config.json``'s SHA-256, or the
-            provenance in ``config.json`` differs from the file's.
+        ValueError: the vectors file fails its checksums, its vectors do not match
+            ``config.json``'s SHA-256, or the provenance in ``config.json`` differs from the
+            file's.
     """
     path = _local(folder)
     config_path = path / CONFIG
@@ -259,12 +263,12 @@ def from_pretrained(
     if config.get("format") != FORMAT:
         raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
     vectors = path / str(config.get("file", VECTORS))
-    if not vectors.is_file() or _sha256(vectors) != config.get("sha256"):
-        raise ValueError(
-            f"{vectors} does not match the sha256 in {config_path} (missing, edited, or an "
-            "interrupted save); save the folder again with save_pretrained"
-        )
     ds = DirectionSet.load(vectors, model, allow_transfer=allow_transfer)
+    if _vectors_sha256(ds) != config.get("vectors_sha256"):
+        raise ValueError(
+            f"the vectors in {vectors} do not match the sha256 in {config_path} (replaced, or "
+            "an interrupted save); save the folder again with save_pretrained"
+        )
     if config.get("direction_set") != ds._meta():
         raise ValueError(
             f"the provenance in {config_path} differs from the one in {vectors.name}; one was "
