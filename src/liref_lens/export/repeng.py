@@ -8,8 +8,11 @@ skips left padding). That output is this toolkit's ``resid_post`` of layer ``N``
 repeng's own ``ControlModel`` and compares it with `Add`). repeng's ``export_gguf`` writes the
 same indices as llama.cpp's ``direction.N`` (`liref_lens.export.llamacpp`).
 
-repeng 0.4.0 declares ``numpy<2`` and ``transformers<5``; ``pip install --no-deps repeng``
-works with numpy 2 and transformers 5 for what these conversions use. It is imported only
+repeng 0.4.0 declares ``numpy<2`` and ``transformers<5``. The numpy bound is real: repeng
+uses ``np.float_`` (removed in numpy 2) when it is imported, so it needs an environment with
+numpy 1.26 (and with it pandas<3 and pyarrow<25, whose newest releases need numpy 2; the
+``interop`` nox session pins numpy 1.26.4, pandas 2.3.3, pyarrow 24.0.0); the transformers
+bound is not: ``pip install --no-deps repeng`` works with transformers 5. It is imported only
 when a conversion runs.
 """
 
@@ -36,7 +39,12 @@ def _package() -> Any:
     except ImportError as err:
         raise ImportError(
             "this conversion needs the repeng package: pip install --no-deps repeng "
-            "(it declares numpy<2 and transformers<5 but these conversions work with both)"
+            "(it declares transformers<5 but works with 5)"
+        ) from err
+    except AttributeError as err:  # np.float_ in repeng 0.4.0's annotations
+        raise ImportError(
+            f"repeng does not import with numpy {np.__version__} ({err}); repeng 0.4.0 needs "
+            'numpy<2: pip install "numpy<2" "pandas<3" "pyarrow<25" where you use repeng'
         ) from err
     return repeng
 
