@@ -314,3 +314,16 @@ def test_folder_checks_the_model(lm: LensModel, prompts: list[str], tmp_path: Pa
     other = dataclasses.replace(ds, model_fingerprint="0" * 16)
     with pytest.raises(ValueError, match="fingerprint"):
         from_pretrained(other.save_pretrained(tmp_path / "g"), lm)
+
+
+# ----- the interop session ----------------------------------------------------------------
+def test_llama_cpp_build_flags_agree_between_nox_and_the_freeze_script() -> None:
+    """pip's wheel cache ignores CMAKE_ARGS: both places must build the same wheel."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    nox_flags = re.search(r'LLAMA_CPP_CMAKE_ARGS = "([^"]+)"', (root / "noxfile.py").read_text())
+    script = (root / "scripts" / "freeze_constraints.sh").read_text()
+    script_flags = re.search(r'llama_cpp_cmake_args="([^"]+)"', script)
+    assert nox_flags and script_flags and nox_flags.group(1) == script_flags.group(1)
+    assert "-DGGML_NATIVE=OFF" in nox_flags.group(1)
