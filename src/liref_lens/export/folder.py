@@ -233,7 +233,13 @@ def _local(folder: str | os.PathLike[str]) -> Path:
         raise FileNotFoundError(f"no direction folder at {text}")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(text, allow_patterns=[VECTORS, CONFIG, CARD]))
+    try:
+        return Path(snapshot_download(text, allow_patterns=[VECTORS, CONFIG, CARD]))
+    except Exception as err:  # offline, unknown repository, no access: one line, both readings
+        raise FileNotFoundError(
+            f"no direction folder at {text}, and no Hugging Face Hub repository {text!r} could "
+            f"be downloaded ({type(err).__name__}); check the path or the repository id"
+        ) from err
 
 
 def from_pretrained(
