@@ -219,20 +219,24 @@ def test_lm_eval_file_equals_add_and_project_out(
     assert _max_gap(lm, hf_model, prompts, ops, tmp_path / "wrong.pt") > 1e-2
 
 
-def test_lm_eval_round_trip_and_refusals(lm: LensModel, prompts: list[str], tmp_path: Path) -> None:
+def test_lm_eval_round_trip_and_refusals(
+    lm: LensModel, prompts: list[str], model_dirs, tmp_path: Path
+) -> None:
     ds = _fitted(lm, prompts)
-    path = to_lm_eval(ds, tmp_path / "steer.pt", model=lm, strength=1.5)
-    back = from_lm_eval(path, model=lm, site="resid_pre")
+    # the checkpoint folder names the modules on either backend (a LensModel only on the bridge)
+    folder = model_dirs["llama" if "llama" in lm.architecture.lower() else "gpt2"]
+    path = to_lm_eval(ds, tmp_path / "steer.pt", model=folder, strength=1.5)
+    back = from_lm_eval(path, model=folder, site="resid_pre")
     assert back.layers == ds.layers
     torch.testing.assert_close(back.vectors, 1.5 * ds.vectors, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="no hookpoint for resid_pre of layer 0"):
-        to_lm_eval(dataclasses.replace(ds, layers=(0, 1)), tmp_path / "x.pt", model=lm)
+        to_lm_eval(dataclasses.replace(ds, layers=(0, 1)), tmp_path / "x.pt", model=folder)
     both = Add(layers=[2], direction=ds) + ProjectOut(layers=[2], direction=ds)
     with pytest.raises(ValueError, match="one action per hookpoint"):
-        to_lm_eval(both, tmp_path / "x.pt", model=lm)
-    clamp = to_lm_eval(ProjectOut(layers=[2], direction=ds), tmp_path / "c.pt", model=lm)
+        to_lm_eval(both, tmp_path / "x.pt", model=folder)
+    clamp = to_lm_eval(ProjectOut(layers=[2], direction=ds), tmp_path / "c.pt", model=folder)
     with pytest.raises(ValueError, match="'clamp' entry, not a plain add"):
-        from_lm_eval(clamp, model=lm)
+        from_lm_eval(clamp, model=folder)
 
 
 # ----- the shareable folder -------------------------------------------------------------
