@@ -137,4 +137,8 @@ def interop(session: nox.Session) -> None:
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
     }
     session.install(*pins, "llama-cpp-python", env=build)
-    session.run("pytest", "tests/interop", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    # its own cache of de-quantized GGUF checkpoints: the session does not depend on (or
+    # rewrite) a user cache that another version of liref_lens may have written
+    cache = os.path.join(session.create_tmp(), "liref_lens_cache")
+    env = {"HF_HUB_OFFLINE": "1", "LIREF_LENS_CACHE": cache}
+    session.run("pytest", "tests/interop", *session.posargs, env=env)
