@@ -8,6 +8,8 @@ difference-in-means directions), ``evalset``, ``add_op`` (an `Add` op), ``accura
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 
@@ -60,3 +62,31 @@ def _doctest_namespace(request: pytest.FixtureRequest, tmp_path) -> None:
         ns = request.getfixturevalue("doctest_namespace")
         ns.update(request.getfixturevalue("_doctest_objects"))
         ns["tmp"] = tmp_path
+
+
+# ----- tests that need what a user's clone may lack (tests/needs.py) -------------------------
+_DESELECTED: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.needs import missing, needs
+
+    lacking_now = missing()
+    keep, drop = [], []
+    for item in items:
+        lacking = sorted(set(needs(item)) & lacking_now)
+        (drop if lacking else keep).append(item)
+        for name in lacking:
+            _DESELECTED[name] = _DESELECTED.get(name, 0) + 1
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.needs import NEEDS
+
+    for name, n in sorted(_DESELECTED.items()):
+        terminalreporter.write_line(
+            f"liref_lens: {n} test(s) needing {name!r} deselected: {NEEDS[name][1]()}"
+        )
