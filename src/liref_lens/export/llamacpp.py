@@ -47,7 +47,7 @@ from jaxtyping import Float
 from .._io import atomic_write
 from ..directions import DirectionSet
 from ..interventions import Add, Op
-from ._plan import residual_edits, summed_adds
+from ._plan import Edit, block_output, residual_edits, summed_adds
 
 __all__ = [
     "apply_control_vector",
@@ -75,7 +75,7 @@ def llama_cpp_block(layer: int, site: str) -> int:
     """
     if site not in ("resid_pre", "resid_post"):
         raise ValueError(f"llama.cpp control vectors edit the residual stream, not {site!r}")
-    return layer - 1 if site == "resid_pre" else layer
+    return block_output(Edit(layer, site, "add", torch.zeros(0)))
 
 
 def _gguf() -> Any:
