@@ -9,6 +9,7 @@ bridge's hook registry (``hook_dict``, rebuilt with aliases on every read) is re
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -103,18 +104,20 @@ def test_an_op_is_not_computed_where_its_rule_selects_nothing(lm: LensModel, pro
 
 def test_the_hook_registry_is_read_once(model_dirs, prompts, monkeypatch) -> None:
     lm = load_model(str(model_dirs["llama"]), device="cpu", backend="bridge")
-    reads: list[int] = []
+    reads: list[str] = []
     cls = type(lm.model)
     real = cls.hook_dict
 
     def counting(self):
-        reads.append(1)
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("liref_lens"):  # (TransformerLens' own reads vary by release)
+            reads.append(caller)
         return real.fget(self)
 
     monkeypatch.setattr(cls, "hook_dict", property(counting))
     d = torch.randn(lm.n_layers, lm.d_model, generator=torch.Generator().manual_seed(0))
     for _ in range(2):
         _gen(lm, prompts, [paper_scale(d, 0.5, lm, source_layer=1)])
-    # once for LensModel's set of names, then twice per call in TransformerLens' hooks()
-    # (before #25: 40, also once for each of the 9 hook names in op.check and in attach)
-    assert len(reads) == 5
+    # once, for LensModel's set of names (before #25: 36, once for each of the 9 hook names
+    # in op.check and again in attach, in each call)
+    assert reads == ["liref_lens.model"]
