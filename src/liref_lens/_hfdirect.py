@@ -3,9 +3,10 @@
 TransformerLens 4's bridge wraps every component of the Hugging Face model in place: inside
 ``bridge.original_model`` each decoder layer, attention, MLP, norm and linear layer is a bridge
 component that holds the Hugging Face module as ``_original_component`` and runs its own Python
-around it (hook points, a re-implemented LayerNorm, kwargs filtering). On a decode step that is
-about ten times the Python calls of the Hugging Face model, which costs a small model 10% to
-35% of its generation speed. Where a generation needs none of it, `direct_steps` puts the
+around it (hook points, kwargs filtering, re-implemented parts). A steered SmolLM2-135M
+``generate`` call made 1.15M Python calls through the bridge against 0.30M here (cProfile), and
+on the bridge generation ran at 0.74 to 0.95 of Hugging Face's speed (benchmarks/README.md).
+Where a generation needs none of it, `direct_steps` puts the
 Hugging Face modules back into their parents' slots for the duration of the call (and the
 bridge components back on exit, also after an exception), selects PyTorch's SDPA attention as
 the bridge's fused path does (`liref_lens.attention`), and runs the model's own forward with
@@ -26,8 +27,8 @@ token on every architecture they cover.
 anywhere on the model (on the bridge's hook points, on a bridge component or on a Hugging Face
 module: they would fire differently or not at all), a site off the residual stream
 (``mlp_post``), attention layers the bridge runs eagerly, TransformerLens' compatibility mode
-or processed weights, a ``device_map``, training mode, ``sdpa=False``, ``use_cache=False``,
-and the legacy ``HookedTransformer``.
+or processed weights, a ``device_map``, training mode, multimodal models, ``sdpa=False``,
+``use_cache=False``, and the legacy ``HookedTransformer``.
 
 While the call runs, the model's modules are rearranged and its config selects SDPA: do not
 use the same model from another thread meanwhile (nor was that safe before: the bridge path
@@ -43,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._kvcache import check_cache_grew
+from ._kvcache import check_cache_grew, forward_parameters
 from .attention import _WIRING_FLAGS, _global_hooks, fusable_layers
 from .model import LensModel
 from .positions import StepInfo, step_info
@@ -181,6 +182,12 @@ def unavailable(model: LensModel, ops: Sequence[Any], use_cache: bool) -> str | 
         return f"an op at {off} (off the residual stream)"
     if bridge.training:
         return "training mode"
+    if any(getattr(bridge.cfg, f"is_{kind}", False) for kind in ("multimodal", "visual_model")):
+        return "a multimodal model"
+    if not {"input_ids", "attention_mask", "position_ids"} <= forward_parameters(
+        bridge.original_model
+    ):
+        return "a Hugging Face forward without input_ids, attention_mask and position_ids"
     if getattr(bridge, "compatibility_mode", False) or getattr(bridge, "_weights_processed", False):
         return "TransformerLens compatibility mode (processed weights)"
     if getattr(bridge.original_model, "hf_device_map", None):
