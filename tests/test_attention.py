@@ -364,3 +364,91 @@ def test_cached_generation_agrees_on_both_paths_without_attention_scaling(tmp_pa
     lm.sdpa = False
     eager = generate(lm, LONG, 6, stop_at_eos=False)
     assert fused.tokens == eager.tokens
+
+
+# ----- #25: SDPA gets its own mask form; norms run the Hugging Face module -----------------
+@pytest.fixture
+def sdpa_masks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, bool]]:
+    """``(mask dtype or None, is_causal)`` of every SDPA call while the test runs."""
+    seen: list[tuple[object, bool]] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        seen.append((None if attn_mask is None else attn_mask.dtype, is_causal))
+        return real(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kwargs
+        )
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_sdpa_gets_no_mask_without_padding_and_a_boolean_one_with(
+    lm, hf_model, prompts, sdpa_masks
+) -> None:
+    """As in Hugging Face's own SDPA model. With the eager model's additive float mask, SDPA
+    computed every score, masked or not: 1.5x Hugging Face's CPU time at 4,096 tokens."""
+    with torch.no_grad():
+        lm.forward(lm.tokenize(["w1 w2 w3 w4"]))
+        unpadded = list(sdpa_masks)
+        sdpa_masks.clear()
+        lm.forward(lm.tokenize(prompts))
+    n = lm.n_layers if lm.backend == "bridge" else 0
+    assert unpadded == [(None, True)] * n
+    assert sdpa_masks == [(torch.bool, False)] * n
+    if lm.backend == "bridge":
+        assert lm.model.original_model.config._attn_implementation == "eager"  # restored
+
+
+def test_a_hooked_layer_reads_the_sdpa_mask_forms(lm, hf_model, prompts) -> None:
+    """A layer sent to the eager path by a hook gets no mask (unpadded) or a boolean one
+    (padded), cached steps included: it still computes Hugging Face's numbers."""
+    from liref_lens import generate
+
+    pattern = [("blocks.1.attn.hook_pattern", lambda act, hook: None)]
+    for batch_prompts in (["w1 w2 w3 w4 w5"], prompts):
+        batch = lm.tokenize(batch_prompts)
+        real = batch.attention_mask.bool()
+        with torch.no_grad(), lm.hooks(pattern):
+            got = lm.forward(batch)
+        for row, ids in enumerate(lm.encode(batch_prompts)):
+            with torch.no_grad():
+                want = hf_model(torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(got[row][real[row]], want, atol=1e-5, rtol=0)
+    with lm.hooks(pattern):
+        hooked = generate(lm, prompts, 5, stop_at_eos=False).tokens
+    lm.sdpa = False
+    try:
+        eager = generate(lm, prompts, 5, stop_at_eos=False).tokens
+    finally:
+        lm.sdpa = True
+    assert hooked == eager
+
+
+def test_norm_layers_run_the_hugging_face_module_unless_hooked(lm, prompts) -> None:
+    """Unhooked, a bridge norm layer's output is the Hugging Face module's, to the bit (GPT-2's
+    was the bridge's Python LayerNorm, 1e-7 off); a hook on ``hook_normalized`` sends that
+    layer through the bridge's own computation, and fires."""
+    if lm.backend != "bridge":  # the legacy HookedTransformer computes its norms itself
+        return
+    batch = lm.tokenize(prompts)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(act, hook):
+            seen[name] = act.clone()
+
+        return hook
+
+    names = ["blocks.1.ln1.hook_in", "blocks.1.ln1.hook_out", "blocks.1.ln1.hook_normalized"]
+    with torch.no_grad(), lm.hooks([(n, keep(n)) for n in names[:2]]):
+        lm.forward(batch)
+    assert set(seen) == set(names[:2])  # hook_normalized did not run: the module did
+    with torch.no_grad():
+        want = lm.model.blocks[1].ln1.original_component(seen[names[0]])
+    assert torch.equal(seen[names[1]], want)
+    seen.clear()
+    with torch.no_grad(), lm.hooks([(n, keep(n)) for n in names]):
+        lm.forward(batch)
+    assert set(seen) == set(names)
+    torch.testing.assert_close(seen[names[1]], want, atol=1e-5, rtol=0)

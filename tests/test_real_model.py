@@ -106,6 +106,20 @@ def test_greedy_answer_is_right(smol: LensModel) -> None:
     assert "Paris" in out.texts[0]
 
 
+def test_steered_generation_is_the_same_on_both_engines(smol: LensModel, monkeypatch) -> None:
+    """`generate`'s direct path (the Hugging Face modules, plain hooks) and the bridge give the
+    same tokens on a real model, on a left-padded batch, with `paper_scale` at every layer."""
+    import liref_lens.generation as generation
+
+    gen = torch.Generator().manual_seed(1)
+    ops = [paper_scale(torch.randn(N_LAYERS, D_MODEL, generator=gen), 0.5, smol, source_layer=12)]
+    assert generation._hfdirect.unavailable(smol, ops, True) is None
+    direct = generate(smol, PROMPTS, 6, ops=ops, stop_at_eos=False).tokens
+    assert direct != generate(smol, PROMPTS, 6, stop_at_eos=False).tokens  # it steers
+    monkeypatch.setattr(generation._hfdirect, "unavailable", lambda *args: "test: bridge")
+    assert generate(smol, PROMPTS, 6, ops=ops, stop_at_eos=False).tokens == direct
+
+
 def test_chat_prompt_tokens_equal_hf_chat_template(smol: LensModel, smol_dir: str) -> None:
     from transformers import AutoTokenizer
 

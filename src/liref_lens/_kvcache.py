@@ -9,8 +9,9 @@ attention, only reads ``past_key_values`` (or ``layer_past``).
 
 Two defences live here:
 
-- `bridge_cache_adapter`: while a cached step runs, a keyword pre-hook on each bridge attention
-  module also offers the cache under the old name, so the bridge extends it. (Layers that run
+- `bridge_cache_adapter`: while cached steps run (`LensModel.prepared`, entered once around a
+  whole generation), a keyword pre-hook on each bridge attention module also offers the cache
+  under the old name, so the bridge extends it. (Layers that run
   fused, `liref_lens.attention`, hand the cache to the Hugging Face module under the name its
   own layer passed, and need no adapter.)
 - `check_cache_grew`: after every cached step, the cache must hold exactly as many positions as

@@ -25,9 +25,13 @@ GPT-NeoX's (Pythia) is a copy, so NeoX layers stay eager. Layers with logit soft
 (Gemma 2) or attention sinks (GPT-OSS), which PyTorch's kernel cannot express, stay eager, as
 does everything on the legacy ``HookedTransformer``.
 
-The padding mask is the one the bridge's Hugging Face model built (an additive
-``[batch, 1, pos, pos]`` mask, shared by all layers), so padded batches give the same numbers
-as the eager path up to float rounding (about 1e-7 in float32).
+The mask is the one the bridge's Hugging Face model built, shared by all layers. Where every
+layer can fuse, the model builds it as for its own SDPA attention: none where no row is padded
+(SDPA's causal kernel, which skips the masked half of the scores), a boolean
+``[batch, 1, pos, pos]`` one where rows are padded; otherwise the eager form, an additive float
+mask, which SDPA honours by computing every score (1.2x to 1.5x Hugging Face's CPU time at
+4,096 tokens). Padded batches give the same numbers as the eager path up to float rounding
+(about 1e-7 in float32).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.nn.modules import module as _torch_module
 
 __all__ = ["align_eager_attention", "fused_attention", "fusable_layers"]
 
@@ -88,24 +93,29 @@ def _has_hooks(m: torch.nn.Module) -> bool:
     return any(not _foreign(fn) for table in hooks for fn in table.values())
 
 
+_GLOBAL_HOOK_TABLES = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
 def _global_hooks() -> bool:
     """Hooks registered for every module (``torch.nn.modules.module.register_module_*``): the
     fused and eager paths call different modules, so such a hook sees different calls."""
-    from torch.nn.modules import module as torch_module
-
-    return any(
-        getattr(torch_module, name, None)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    )
+    return any(getattr(_torch_module, name, None) for name in _GLOBAL_HOOK_TABLES)
 
 
 def _is_hooked(modules: list[torch.nn.Module]) -> bool:
-    return any(_has_hooks(m) for m in modules) or _global_hooks()
+    # Runs for every layer on every forward: the common case (no hook tables filled) is
+    # decided by truth tests of the four tables, without building generators.
+    for m in modules:
+        if (
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        ) and _has_hooks(m):
+            return True
+    return _global_hooks()
 
 
 def _shares_storage(bridge: torch.nn.Module) -> bool:
@@ -262,6 +272,22 @@ def _fused_forward(bridge: Any, eager: Callable[..., Any], sdpa_config: Any) -> 
     return forward
 
 
+def _mask_configs(root: Any) -> list[Any]:
+    """The configs from which the Hugging Face model builds its attention masks."""
+    hf = root.original_model
+    found = {}
+    for module in (hf, getattr(hf, "base_model", None)):
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation_internal"):
+            found[id(config)] = config
+    return list(found.values())
+
+
+# Models inside a `fused_attention` block now: a nested block returns at once, without
+# walking the layers again (generation enters one block around all its decode steps).
+_ACTIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 @contextmanager
 def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
     """Run unhooked bridge attention layers with SDPA for the duration of the block.
@@ -270,6 +296,14 @@ def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
     ``hook_pattern`` or ``hook_attn_scores`` added inside the block still fire (on the eager
     path). On exit, also after an exception, every layer gets its eager forward back. Nested
     uses are no-ops; models without fusable layers are left as they are.
+
+    Where every layer can fuse, the Hugging Face model also builds its attention mask as for
+    SDPA inside the block: no mask at all where no row is padded (SDPA's causal kernel, which
+    skips the masked half of the scores), a boolean one where rows are padded. (For the eager
+    attention it builds an additive ``[batch, 1, pos, pos]`` float mask, which made SDPA
+    compute every score, masked or not: 1.2x to 1.4x the time of Hugging Face's own SDPA
+    forward at 4,096 tokens.) A layer that takes the eager path after all (a hook on its
+    internals) reads either form: no mask means causal, a boolean mask marks what it keeps.
 
     Args:
         model: a `LensModel` or a TransformerLens model.
@@ -280,10 +314,15 @@ def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
         ...     logits = lm.model(lm.tokenize(["w1 w2 w3"]).input_ids)
     """
     root = _root(model)
+    if not enabled or root in _ACTIVE:
+        yield
+        return
     installed = []
     configs: dict[int, Any] = {}  # one SDPA copy per distinct config (layers share one)
+    masks: list[Any] = []  # configs whose mask form was switched to SDPA's
+    _ACTIVE.add(root)
     try:
-        for attn in _attention_modules(root).values() if enabled else []:
+        for attn in _attention_modules(root).values():
             if "forward" in attn.__dict__:  # already fused by an outer block
                 continue
             config = getattr(attn._modules["_original_component"], "config", None)
@@ -294,7 +333,15 @@ def fused_attention(model: Any, enabled: bool = True) -> Iterator[None]:
             # wrapped Hugging Face module.
             object.__setattr__(attn, "forward", fused)
             installed.append(attn)
+        if installed and len(installed) == len(root.blocks):
+            for config in _mask_configs(root):
+                if config._attn_implementation_internal == "eager":
+                    config._attn_implementation_internal = "sdpa"
+                    masks.append(config)
         yield
     finally:
+        for config in masks:
+            config._attn_implementation_internal = "eager"
         for attn in installed:
             object.__delattr__(attn, "forward")
+        _ACTIVE.discard(root)

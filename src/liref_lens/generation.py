@@ -1,10 +1,21 @@
 """Greedy and sampled generation, with or without the KV cache, under interventions.
 
-`generate` runs its own decoding loop over `LensModel.step` (KV cache) or `LensModel.forward`
-(full recompute). Prompts are left-padded, so every row's next token sits in the last column;
-each forward pass publishes a `StepInfo` (mask, window start, prompt width) that intervention
-position rules read, so "prompt only" and "generated only" mean the same thing with and
-without the cache. Rows stop at ``eos`` when ``stop_at_eos``; finished rows are padded.
+`generate` runs its own decoding loop. Prompts are left-padded, so every row's next token sits
+in the last column; each forward pass publishes a `StepInfo` (mask, window start, prompt width)
+that intervention position rules read, so "prompt only" and "generated only" mean the same
+thing with and without the cache. Rows stop at ``eos`` when ``stop_at_eos``; finished rows are
+padded.
+
+Two engines run the steps, with the same results token for token:
+
+- **direct** (where it can, `liref_lens._hfdirect`): the wrapped Hugging Face model's own
+  forward with its own KV cache, the ops as plain torch hooks on its decoder layers, attention
+  and MLP modules: Hugging Face's speed. It runs where every op sits on the residual stream
+  (``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out``; any position rule) and nothing
+  else is hooked on the model;
+- **bridge** (everything else: ``mlp_post`` ops, hooks of your own on the model, the legacy
+  ``HookedTransformer``, ``use_cache=False``, ``sdpa=False``): `LensModel.step` (KV cache) or
+  `LensModel.forward` (full recompute) on the TransformerLens model, with its hook points.
 
 Memory: the KV cache of the model for ``batch x (prompt + max_new_tokens)`` positions.
 """
@@ -12,16 +23,18 @@ Memory: the KV cache of the model for ``batch x (prompt + max_new_tokens)`` posi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import _hfdirect
 from ._kvcache import KVCacheError, KVCacheFallbackWarning
-from .interventions import Op, intervene
+from .interventions import InterventionHandle, Op, check_fired, intervene
 from .model import Batch, LensModel, length_batches
 from .positions import StepInfo, step_info
 
@@ -89,10 +102,10 @@ def generate(
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else eos or 0
     out: list[list[int]] = [[] for _ in ids]
     batches = length_batches(ids, batch_size)
-    for chunk in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
-        steer = intervene(model, *ops) if ops else nullcontext()
-        with steer:
+    with _engine(model, ops, use_cache) as steps:
+        for chunk in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
             tokens = _generate_batch(
+                steps,
                 model,
                 [ids[i] for i in chunk],
                 tuple(chunk),
@@ -104,13 +117,59 @@ def generate(
                 eos if stop_at_eos else None,
                 pad,
             )
-        for i, row in zip(chunk, tokens, strict=True):
-            out[i] = row
+            for i, row in zip(chunk, tokens, strict=True):
+                out[i] = row
     texts = [model.tokenizer.decode(t, skip_special_tokens=True) for t in out]
     return Generation(tokens=out, texts=texts)
 
 
+class _Steps(Protocol):
+    def step(self, new: Tensor, mask: Tensor, past: Any, info: StepInfo) -> tuple[Tensor, Any]:
+        """Logits ``[batch, 1, vocab]`` of the last new token, and the grown KV cache."""
+        ...
+
+    def full(self, tokens: Tensor, mask: Tensor, info: StepInfo) -> Tensor:
+        """Logits ``[batch, 1, vocab]`` of the last token, recomputed without a cache."""
+        ...
+
+
+class _BridgeSteps:
+    """Steps through the TransformerLens model and its hook points."""
+
+    def __init__(self, model: LensModel) -> None:
+        self.model = model
+
+    def step(self, new: Tensor, mask: Tensor, past: Any, info: StepInfo) -> tuple[Tensor, Any]:
+        with step_info(info):
+            return self.model.step(new, mask, past, last_only=True)
+
+    def full(self, tokens: Tensor, mask: Tensor, info: StepInfo) -> Tensor:
+        return self.model.forward(
+            Batch(tokens, mask),
+            row_ids=info.row_ids,
+            last_only=True,
+            prompt_width=info.prompt_width,
+        )
+
+
+@contextmanager
+def _engine(model: LensModel, ops: Sequence[Op], use_cache: bool) -> Iterator[_Steps]:
+    """The engine for this call (see the module docstring), set up once for all its batches:
+    hooks attached, modules swapped or fused attention installed; undone on exit."""
+    if _hfdirect.unavailable(model, ops, use_cache) is not None:
+        with intervene(model, *ops) if ops else nullcontext(), model.prepared():
+            yield _BridgeSteps(model)
+        return
+    handle = InterventionHandle(model, ops) if ops else None
+    edits = handle.edits() if handle is not None else []
+    with _hfdirect.direct_steps(model, edits) as steps:
+        yield steps
+    if handle is not None:
+        check_fired(handle)
+
+
 def _generate_batch(
+    steps: _Steps,
     model: LensModel,
     rows: list[list[int]],
     row_ids: tuple[int, ...],
@@ -132,10 +191,9 @@ def _generate_batch(
         for step in range(max_new_tokens):
             if use_cache:
                 new = tokens if step == 0 else tokens[:, -1:]
-                start = tokens.shape[1] - new.shape[1]
+                info = StepInfo(mask, tokens.shape[1] - new.shape[1], prompt_width, row_ids)
                 try:
-                    with step_info(StepInfo(mask, start, prompt_width, row_ids)):
-                        logits, past = model.step(new, mask, past, last_only=True)
+                    logits, past = steps.step(new, mask, past, info)
                 except KVCacheError as err:
                     if step > 0:  # tokens were already emitted from a cache that grew: not ours
                         raise
@@ -146,9 +204,7 @@ def _generate_batch(
                     )
                     use_cache = False
             if not use_cache:
-                logits = model.forward(
-                    Batch(tokens, mask), row_ids=row_ids, last_only=True, prompt_width=prompt_width
-                )
+                logits = steps.full(tokens, mask, StepInfo(mask, 0, prompt_width, row_ids))
             nxt = _next_token(logits[:, -1], do_sample, temperature, generator)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             generated.append(nxt)

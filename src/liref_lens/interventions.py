@@ -22,6 +22,11 @@ only), ``"generated"`` (generated tokens only), or a selector from `liref_lens.p
 KV-cached decode steps. A forward run outside those (calling the TransformerLens model
 directly) is taken as one unpadded prompt.
 
+Every engine runs an op through the same hook body, `apply_op`: the TransformerLens hook
+points here (`attach`), and the Hugging Face modules in `liref_lens.generate`'s direct path
+(`liref_lens._hfdirect`). A handle builds each position mask once per forward pass and rule,
+and shares it between its hooks.
+
 Memory: an op holds its direction vectors, plus a float32 copy (and unit vector) per layer and
 device made on first use, so the zero-norm check syncs once per op, not on every forward; a
 hook allocates one activation-sized tensor.
@@ -30,7 +35,7 @@ hook allocates one activation-sized tensor.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +86,56 @@ def _window_mask(rule: PositionRule, act: Tensor) -> Bool[Tensor, "batch pos"]:
     rows = list(step.row_ids) if step.row_ids is not None else None
     chosen[:, : step.prompt_width] = rule.select(prompt_mask, rows).mask((b, step.prompt_width))
     return chosen[:, step.start : step.start + s] & real
+
+
+class _Masks:
+    """The position masks of the forward pass now running, each built once.
+
+    A mask depends only on the rule, the current `StepInfo` and the activation's batch, width
+    and device, so the hooks of one forward (`paper_scale`: three per layer) share it instead
+    of rebuilding it in every hook. Where the mask lives on the CPU, it also records whether it
+    selects every position or none, so a hook can skip the multiplication or the whole edit
+    (on an accelerator that test would wait for the device, so the mask is always applied).
+    """
+
+    def __init__(self) -> None:
+        self._step: StepInfo | None = None
+        self._cache: dict[tuple[Any, ...], tuple[Tensor, str]] = {}
+
+    def get(self, rule: PositionRule, act: Tensor) -> tuple[Tensor, str]:
+        """``(mask, extent)``: extent ``"all"``, ``"none"`` or ``"some"`` (also: unknown)."""
+        step = current_step()
+        if step is not self._step:
+            self._step, self._cache = step, {}
+        key = (rule if isinstance(rule, str) else id(rule), act.shape[0], act.shape[1], act.device)
+        hit = self._cache.get(key)
+        if hit is None:
+            mask = _window_mask(rule, act)
+            extent = "some"
+            if mask.device.type == "cpu":
+                extent = "all" if bool(mask.all()) else "none" if not bool(mask.any()) else "some"
+            hit = self._cache[key] = (mask, extent)
+        return hit
+
+    def clear(self) -> None:
+        self._step, self._cache = None, {}
+
+
+def apply_op(op: Op, act: Tensor, layer: int, site: str, masks: _Masks) -> Tensor:
+    """``act`` with ``op``'s edit added at the positions its rule selects (a new tensor).
+
+    The one hook body of every engine: the bridge's hook points and the direct Hugging Face
+    path (`liref_lens._hfdirect`) both call it, so an op computes the same numbers on both.
+    Where the rule selects every position, ``delta * 1`` is skipped (it is exact); where it
+    selects none, the activation is returned unchanged.
+    """
+    mask, extent = masks.get(op.positions, act)
+    if extent == "none":
+        return act
+    delta = op.edit(act, layer, site)
+    if extent == "all":
+        return act + delta.to(act.dtype)
+    return act + (delta * mask[..., None]).to(act.dtype)
 
 
 def layer_vector(direction: Any, layer: int, source_layer: int | None) -> Tensor:
@@ -360,28 +415,38 @@ class InterventionHandle:
         self.counts: dict[tuple[int, int, str], int] = {}
         self._context: Any = None
         self._handles: list[tuple[Any, Any]] = []
+        self._masks = _Masks()
 
-    def _hook(self, i: int, op: Op, layer: int, site: str) -> Any:
-        key = (i, layer, site)
-        self.counts[key] = 0
+    def edits(self) -> list[tuple[int, str, Callable[[Tensor], Tensor]]]:
+        """``(layer, site, edit)`` for every hook of these ops, in the order they apply.
 
-        def hook(act: Tensor, hook: Any) -> Tensor:
-            self.counts[key] += 1
-            m = _window_mask(op.positions, act)
-            delta = op.edit(act, layer, site)
-            return act + (delta * m[..., None]).to(act.dtype)
+        ``edit(act)`` counts the call in `counts` and returns the edited activation
+        (`apply_op`). An engine registers these where the sites live: `attach` on the
+        TransformerLens hook points, `liref_lens._hfdirect` on the Hugging Face modules.
+        """
+        out = []
+        for i, op in enumerate(self.ops):
+            for layer in op.layers:
+                for site in op.sites:
+                    resolved = layer % self.model.n_layers
+                    key = (i, resolved, site)
+                    self.counts[key] = 0
+                    out.append((resolved, site, self._edit(key, op, resolved, site)))
+        return out
 
-        return hook
+    def _edit(self, key: tuple[int, int, str], op: Op, layer: int, site: str) -> Any:
+        counts, masks = self.counts, self._masks
+
+        def edit(act: Tensor) -> Tensor:
+            counts[key] += 1
+            return apply_op(op, act, layer, site, masks)
+
+        return edit
 
     def attach(self) -> InterventionHandle:
         hooks = [
-            (
-                self.model.hook_name(layer, site),
-                self._hook(i, op, layer % self.model.n_layers, site),
-            )
-            for i, op in enumerate(self.ops)
-            for layer in op.layers
-            for site in op.sites
+            (self.model.hook_name(layer, site), _hook_point_fn(edit))
+            for layer, site, edit in self.edits()
         ]
         if self.model.backend == "bridge":
             # the bridge's context removes exactly the handles it added, in any order
@@ -413,6 +478,7 @@ class InterventionHandle:
         for point, handle in handles:
             handle.hook.remove()
             point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+        self._masks.clear()
 
     def never_fired(self) -> list[tuple[int, int, str]]:
         return [key for key, n in self.counts.items() if n == 0]
@@ -441,8 +507,23 @@ def intervene(model: LensModel, *ops: Op, strict: bool = True) -> Iterator[Inter
         yield handle
     finally:
         handle.remove()
+    if strict:
+        check_fired(handle)
+
+
+def _hook_point_fn(edit: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Any], Tensor]:
+    """A TransformerLens hook (``fn(act, hook)``) around an edit."""
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        return edit(act)
+
+    return hook
+
+
+def check_fired(handle: InterventionHandle) -> None:
+    """Raise if a hook of ``handle`` never fired (the forward never reached its site)."""
     silent = handle.never_fired()
-    if strict and silent:
+    if silent:
         desc = ", ".join(
             f"{type(handle.ops[i]).__name__} at layer {lay} {s}" for i, lay, s in silent
         )

@@ -8,7 +8,8 @@ pair becomes a TransformerLens hook name. Every other module speaks of ``(layer,
 
 Memory: the wrapper holds no activations; it only references the wrapped model.
 `LensModel.forward` and `LensModel.step` run the bridge's unhooked attention layers with
-PyTorch's SDPA (`liref_lens.attention.fused_attention`; ``sdpa=False`` keeps the eager path
+PyTorch's SDPA (`liref_lens.attention.fused_attention`) and its unhooked norm layers with the
+Hugging Face module (`liref_lens._fusednorm`; ``sdpa=False`` keeps the bridge's own path
 everywhere), so a forward pass needs no ``[batch, head, pos, pos]`` tensor where no attention
 hook reads one.
 """
@@ -32,6 +33,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ._fusednorm import fused_norms
 from ._kvcache import bridge_cache_adapter as _bridge_cache_adapter
 from ._kvcache import check_cache_grew as _check_cache_grew
 from ._kvcache import forward_parameters as _forward_parameters
@@ -148,8 +150,10 @@ class LensModel:
             ``transformer_lens.HookedTransformer``.
         name: optional model id recorded in metadata (hub name or local path).
         sdpa: in `forward` and `step`, run bridge attention layers that no hook reads inside with
-            PyTorch's fused attention (see `liref_lens.attention`); ``False`` keeps the
-            bridge's eager attention everywhere. Settable later as ``lm.sdpa``.
+            PyTorch's fused attention (see `liref_lens.attention`), and such norm layers with
+            the Hugging Face module; ``False`` keeps the bridge's eager attention and its own
+            norms everywhere (and `liref_lens.generate` on the bridge). Settable later as
+            ``lm.sdpa``.
 
     Example:
         >>> wrapped = LensModel(lm.model)  # any TransformerBridge / HookedTransformer
@@ -272,7 +276,7 @@ class LensModel:
         """
         self._check_site(site)
         name = _HOOK_TEMPLATES[self.backend][site].format(layer=self.resolve_layer(layer))
-        if name not in self.model.hook_dict:
+        if not self._has_hook(name):
             raise KeyError(
                 f"this {self.architecture} model has no hook {name!r} for site {site!r}; "
                 f"sites it offers: {', '.join(s for s in SITES if self._has_site(s))}"
@@ -280,7 +284,18 @@ class LensModel:
         return name
 
     def _has_site(self, site: str) -> bool:
-        return _HOOK_TEMPLATES[self.backend][site].format(layer=0) in self.model.hook_dict
+        return self._has_hook(_HOOK_TEMPLATES[self.backend][site].format(layer=0))
+
+    def _has_hook(self, name: str) -> bool:
+        """Whether the model has hook point ``name``, from a set of names read once.
+
+        The bridge's ``hook_dict`` builds a fresh dictionary with every alias on each access
+        (about 1 ms on a 30-layer model), so it is read again only for a name not seen.
+        """
+        names = self.__dict__.get("_hook_names")
+        if names is None or name not in names:
+            names = self.__dict__["_hook_names"] = frozenset(self.model.hook_dict)
+        return name in names
 
     # ----- hooks and forward ---------------------------------------------------------------
     @contextmanager
@@ -288,6 +303,34 @@ class LensModel:
         """Register forward hooks through TransformerLens; they are removed on exit, always."""
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             yield
+
+    @contextmanager
+    def prepared(self) -> Iterator[None]:
+        """Install, once for the whole block, what every bridge forward and `step` needs.
+
+        That is the fused attention (`liref_lens.attention.fused_attention`, where
+        ``self.sdpa``) and the KV-cache argument adapter (`liref_lens._kvcache`). `forward`
+        and `step` enter this themselves; a caller running many of them (generation: one
+        `step` per token) enters it once around all, so the model's modules are walked once
+        instead of on every step. Nested blocks are no-ops; on exit everything is undone.
+
+        Example:
+            >>> with lm.prepared():
+            ...     logits = lm.forward(lm.tokenize(["w1 w2"]))
+        """
+        if self.backend != "bridge" or self.__dict__.get("_prepared", False):
+            yield
+            return
+        self.__dict__["_prepared"] = True
+        try:
+            with (
+                _bridge_cache_adapter(self.model, enabled=self._cache_kwarg == "cache"),
+                fused_attention(self.model, enabled=self.sdpa),
+                fused_norms(self.model, enabled=self.sdpa),
+            ):
+                yield
+        finally:
+            self.__dict__["_prepared"] = False
 
     def forward(
         self,
@@ -317,7 +360,11 @@ class LensModel:
             kwargs["logits_to_keep"] = 1
         if self.backend == "bridge":  # else Hugging Face builds a KV cache nobody reads
             kwargs.setdefault("use_cache", False)
-        with step_info(info), fused_attention(self.model, enabled=self.sdpa):
+        with (
+            step_info(info),
+            fused_attention(self.model, enabled=self.sdpa),
+            fused_norms(self.model, enabled=self.sdpa),
+        ):
             logits = self.model(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
         return logits[:, -1:] if last_only else logits
 
@@ -351,10 +398,7 @@ class LensModel:
             # transformers >= 5.24 names the cache ``cache`` (``past_key_values`` is deprecated
             # and the layers pass ``cache=`` to attention, which the bridge does not read).
             extra[self._cache_kwarg] = past
-            with (
-                _bridge_cache_adapter(self.model, enabled=self._cache_kwarg == "cache"),
-                fused_attention(self.model, enabled=self.sdpa),
-            ):
+            with self.prepared():
                 out = self.model(
                     input_ids,
                     attention_mask=attention_mask,
