@@ -1,0 +1,447 @@
+"""Steer and read with vLLM: this toolkit's ops inside vLLM's decoder layers, per request.
+
+`load_vllm` starts a vLLM ``LLM`` on the names `liref_lens.load_model` takes (a local Hugging
+Face folder, a ``.gguf`` file through the de-quantized cache, ``"smollm2-135m"``) and wraps it
+in a `VLLMEngine`:
+
+- `VLLMEngine.generate` / `VLLMEngine.generate_each` / `VLLMEngine.sweep`: generation in which
+  every request carries its own ops (`Add`, `ProjectOut`, `Scale`, `paper_scale`, `Compose`, at
+  "all", "prompt", "generated" or selector positions), so an alpha sweep with random controls
+  is one batch; requests without ops are untouched.
+- `VLLMEngine.read`: residual activations at one prompt token (default ``last()``) at prefill,
+  as `Activations` with provenance, ready for `fit_directions`.
+
+Prompts go to vLLM as token ids made by `liref_lens.model.encode_prompts` (BOS first, as
+`LensModel.encode`), never as text: vLLM's own tokenization drops that BOS. What each site is
+inside vLLM is written once, in `liref_lens.backends._vllm_hooks`. The op math is the ops' own
+``edit``; this module only decides which rows of vLLM's flattened batch each op edits.
+
+Limits: Llama-layout decoder layers only (``LlamaDecoderLayer``; other layouts are refused with
+their class name); ``enforce_eager=True`` for ops and reads (CUDA graphs and torch.compile replay
+a recorded forward that hooks cannot steer per request); prefix caching off (it would reuse keys
+and values computed under another request's ops); sites ``resid_pre``, ``resid_post``,
+``attn_out``, ``mlp_out``; no pipeline parallelism. Needs ``pip install "liref-lens[vllm]"``.
+
+Memory: vLLM's own (weights, KV cache: ``VLLM_CPU_KVCACHE_SPACE`` GiB on a CPU, else
+``gpu_memory_utilization``); a read holds ``batch_size x layers x sites x d_model`` floats.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import operator
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cache import Activations
+from ..generation import Generation
+from ..interventions import Op
+from ..model import SITES, encode_prompts
+from ..positions import Position, last
+from ._vllm_hooks import KNOWN_LAYERS, SITE_PLACES, Plan
+from ._vllm_plan import build_plan, read_position
+
+__all__ = ["VLLMEngine", "load_vllm"]
+
+_INSTALL = 'pip install "liref-lens[vllm]" (a CPU-only machine: see docs/how-to/vllm.md)'
+_EXTENSION = "liref_lens.backends._vllm_hooks.WorkerExtension"
+_ATTENTION_INTERNALS = ("q", "k", "v", "z", "pattern", "attn_scores", "rot_q", "rot_k")
+_FINGERPRINT_SAMPLES = 4096
+
+
+def load_vllm(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype | None = None,
+    tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    enforce_eager: bool = True,
+    gguf_file: str | None = None,
+    prepend_bos: bool = True,
+    **llm_kwargs: Any,
+) -> VLLMEngine:
+    """Start vLLM on a model and wrap it (call it under ``if __name__ == "__main__":`` in a
+    script: vLLM starts its workers with spawn).
+
+    Args:
+        name_or_path: a local Hugging Face folder, a ``.gguf`` file, or ``"smollm2-135m"``.
+        dtype: parameter dtype (default float32 without CUDA, bfloat16 with it).
+        tensor_parallel_size: split every layer over this many workers (on a CPU, set
+            ``VLLM_CPU_OMP_THREADS_BIND``, e.g. ``"0|1"`` for two workers on cores 0 and 1).
+        enforce_eager: keep True for ops and reads (see the module docstring).
+        prepend_bos: put BOS first in every prompt, as TransformerLens does.
+        **llm_kwargs: passed to ``vllm.LLM`` (``gpu_memory_utilization``, ``seed``, ...).
+
+    Example:
+        >>> engine = load_vllm("smollm2-135m", max_model_len=512)  # doctest: +SKIP
+    """
+    try:
+        from vllm import LLM
+    except ImportError as err:
+        raise ImportError(f"the vLLM backend needs vLLM: {_INSTALL}") from err
+    from ..gguf import resolve_model_path
+
+    if llm_kwargs.get("enable_prefix_caching"):
+        raise ValueError(
+            "enable_prefix_caching=True would reuse keys and values computed under another "
+            "request's ops; the vLLM backend turns prefix caching off, leave it out"
+        )
+    path = Path(resolve_model_path(name_or_path, gguf_file=gguf_file)).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no Hugging Face checkpoint folder at {str(path)!r}; the vLLM backend loads local "
+            "folders (huggingface-cli download NAME --local-dir DIR), .gguf files or smollm2-135m"
+        )
+    if dtype is None:
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    llm = LLM(
+        model=str(path),
+        dtype=str(dtype).removeprefix("torch."),
+        tensor_parallel_size=tensor_parallel_size,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        enable_prefix_caching=False,
+        worker_extension_cls=_EXTENSION,
+        **llm_kwargs,
+    )
+    return VLLMEngine(llm, path, name=os.fspath(name_or_path), prepend_bos=prepend_bos)
+
+
+class VLLMEngine:
+    """A vLLM ``LLM`` that applies this toolkit's ops per request and reads activations.
+
+    It answers what `Op.check` and `DirectionSet.check_compatible` ask of a model
+    (``n_layers``, ``d_model``, ``width``, ``resolve_layer``, ``hook_name``, ``fingerprint``),
+    so ops are checked against it as against a `LensModel`. Its fingerprint hashes the
+    checkpoint's weights (dtype and tensor parallelism do not change it) and differs from a
+    `LensModel`'s of the same checkpoint, as the two TransformerLens backends' do: apply
+    directions fitted there with ``allow_transfer=True``, or fit them here with `read`.
+    """
+
+    backend = "vllm"
+
+    def __init__(self, llm: Any, path: str | Path, *, name: str, prepend_bos: bool = True):
+        from transformers import AutoTokenizer
+
+        self.llm = llm
+        self.path = Path(path)
+        self.name = name
+        self.config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
+        info = llm.collective_rpc("liref_lens_layout")[0]
+        if not info["known"]:
+            raise TypeError(
+                f"vLLM built this model with decoder layers {info['layer_classes']}; the "
+                f"liref_lens vLLM backend knows the layout of {', '.join(KNOWN_LAYERS)} "
+                f"({'; '.join(KNOWN_LAYERS.values())}) only"
+            )
+        if info["pipeline_parallel_size"] != 1:
+            raise ValueError(
+                "pipeline_parallel_size > 1 is not supported by the liref_lens vLLM backend; "
+                "use tensor_parallel_size to split the model"
+            )
+        self.eager: bool = info["eager"]
+        self.n_layers: int = int(info["n_layers"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.default_prepend_bos = prepend_bos
+        self._plan_ids = itertools.count(1)
+
+    # ----- what ops and directions ask of a model ----------------------------------------
+    @property
+    def d_model(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.config["intermediate_size"])
+
+    @property
+    def architecture(self) -> str:
+        return str((self.config.get("architectures") or ["?"])[0])
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return int(self.llm.llm_engine.vllm_config.parallel_config.tensor_parallel_size)
+
+    @property
+    def identity(self) -> str:
+        """What decides this engine's numbers besides the weights (for experiment records)."""
+        import vllm
+
+        return f"vllm {vllm.__version__}, {self.dtype_name}, tp={self.tensor_parallel_size}"
+
+    def width(self, site: str) -> int:
+        if site not in SITES:
+            raise KeyError(f"unknown hook site {site!r}; use one of {', '.join(SITES)}")
+        return self.d_mlp if site == "mlp_post" else self.d_model
+
+    def resolve_layer(self, layer: int) -> int:
+        """A checked layer index; negative indices count from the end."""
+        if isinstance(layer, bool):
+            raise TypeError(f"layer must be an integer, got {layer!r}")
+        layer = operator.index(layer)
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(
+                f"layer {layer} is out of range for a {self.n_layers}-layer model; "
+                f"use 0..{self.n_layers - 1} (or negative indices from the end)"
+            )
+        return layer % self.n_layers
+
+    def hook_name(self, layer: int, site: str) -> str:
+        """Where ``site`` of block ``layer`` is inside vLLM (raises for a site it lacks)."""
+        if site in _ATTENTION_INTERNALS or site.startswith(("attn.", "hook_")):
+            raise KeyError(
+                f"site {site!r} is inside attention, which vLLM runs as one fused kernel with no "
+                "hook; read attention internals with liref_lens on a LensModel"
+            )
+        if site == "mlp_post":
+            raise KeyError(
+                "site 'mlp_post' has no place in vLLM (the MLP's hidden units live inside the "
+                "fused gate_up_proj, split over tensor-parallel ranks); use a LensModel for "
+                f"neuron ops. vLLM sites: {', '.join(SITE_PLACES)}"
+            )
+        if site not in SITE_PLACES:
+            raise KeyError(f"unknown hook site {site!r}; vLLM sites: {', '.join(SITE_PLACES)}")
+        return SITE_PLACES[site].replace("[L]", f"[{self.resolve_layer(layer)}]")
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A stable id of the checkpoint: config sizes and a strided bfloat16 sample of every
+        weight tensor, read from the folder's safetensors files."""
+        from safetensors import safe_open
+
+        keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+        summary = {k: self.config.get(k) for k in (*keys, "num_key_value_heads", "vocab_size")}
+        summary.update(architecture=self.architecture, backend=self.backend)
+        h = hashlib.sha256(json.dumps(summary, sort_keys=True).encode())
+        files = sorted(self.path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{self.path} has no .safetensors weights to fingerprint")
+        handles = [safe_open(str(f), "pt") for f in files]
+        names = sorted((n, i) for i, f in enumerate(handles) for n in f.keys())
+        for name, i in names:
+            flat = handles[i].get_tensor(name).reshape(-1)
+            n = flat.numel()
+            k = min(n, _FINGERPRINT_SAMPLES)
+            idx = torch.arange(k) * (n - 1) // max(k - 1, 1)
+            h.update(f"{name}:{n}".encode())
+            h.update(flat[idx].to(torch.bfloat16).view(torch.int16).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # ----- prompts ------------------------------------------------------------------------
+    def encode(
+        self, prompts: Sequence[str], *, prepend_bos: bool | None = None
+    ) -> list[list[int]]:
+        """Token ids as `LensModel.encode` makes them (BOS first by default)."""
+        bos = self.default_prepend_bos if prepend_bos is None else prepend_bos
+        return encode_prompts(self.tokenizer, prompts, prepend_bos=bos)
+
+    def _ids(self, prompts: Sequence[Any], prepend_bos: bool | None) -> list[list[int]]:
+        if len(prompts) and all(not isinstance(p, str) for p in prompts):
+            return [[int(t) for t in p] for p in prompts]
+        return self.encode(list(prompts), prepend_bos=prepend_bos)
+
+    # ----- running a plan -----------------------------------------------------------------
+    @contextmanager
+    def _installed(self, plan: Plan) -> Iterator[dict[str, Any]]:
+        """The plan's hooks in every worker for the block; removed after it, always."""
+        if not plan.keys_at and not plan.reads:
+            yield {"captured": {}, "edited": {}}
+            return
+        if not self.eager:
+            raise ValueError(
+                "per-request ops and reads need enforce_eager=True: CUDA graphs and "
+                "torch.compile replay a recorded forward that hooks cannot steer; reload the "
+                "engine with load_vllm(..., enforce_eager=True)"
+            )
+        result: dict[str, Any] = {}
+        self.llm.collective_rpc("liref_lens_begin", args=(pickle.dumps(plan),))
+        try:
+            yield result
+        finally:
+            outs = self.llm.collective_rpc("liref_lens_end", args=(plan.plan_id,))
+            result.update(pickle.loads(outs[0]))
+
+    def _run(
+        self,
+        ids: list[list[int]],
+        plan: Plan,
+        max_new_tokens: int,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+        progress: bool = False,
+    ) -> tuple[list[list[int]], dict[str, Any]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if do_sample and temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling")
+        eos = self.tokenizer.eos_token_id
+        params = [
+            SamplingParams(
+                max_tokens=max_new_tokens,
+                temperature=temperature if do_sample else 0.0,
+                seed=None if seed is None else seed + i,
+                ignore_eos=True,  # stop at the tokenizer's EOS only, as liref_lens.generate
+                stop_token_ids=[eos] if stop_at_eos and eos is not None else None,
+                detokenize=False,
+                extra_args={"liref_lens": [plan.plan_id, i]} if plan.requests[i].ops
+                or plan.requests[i].read_at is not None else None,
+            )
+            for i in range(len(ids))
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=row) for row in ids]
+        with self._installed(plan) as result:
+            outs = self.llm.generate(prompts, params, use_tqdm=progress)
+        return [list(o.outputs[0].token_ids) for o in outs], result
+
+    def _generation(self, tokens: list[list[int]]) -> Generation:
+        texts = [self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        return Generation(tokens=tokens, texts=texts)
+
+    # ----- public API ---------------------------------------------------------------------
+    def generate_each(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        ops: Sequence[Sequence[Op]],
+        max_new_tokens: int = 16,
+        *,
+        prepend_bos: bool | None = None,
+        **kwargs: Any,
+    ) -> Generation:
+        """Generate with ops per request: prompt ``i`` under ``ops[i]`` (empty: untouched).
+
+        Prompts are strings or token id lists. Keywords: ``do_sample``, ``temperature``,
+        ``seed`` (request ``i`` samples with ``seed + i``), ``stop_at_eos`` (stop after the
+        tokenizer's EOS, kept in the tokens, as `liref_lens.generate`), ``progress``.
+
+        Example:
+            >>> out = engine.generate_each(["Q: 2 + 3 = ? A:"] * 2, [[], [add_op]], 8)  # doctest: +SKIP
+        """
+        ids = self._ids(prompts, prepend_bos)
+        if len(ops) != len(ids):
+            raise ValueError(f"got {len(ops)} op lists for {len(ids)} prompts; pass one per prompt")
+        rows = list(range(len(ids)))
+        plan = build_plan(self, next(self._plan_ids), [len(r) for r in ids], ops, rows)
+        tokens, _ = self._run(ids, plan, max_new_tokens, **kwargs)
+        return self._generation(tokens)
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        max_new_tokens: int = 16,
+        *,
+        ops: Sequence[Op] = (),
+        **kwargs: Any,
+    ) -> Generation:
+        """Like `liref_lens.generate`: every prompt under the same ``ops``."""
+        return self.sweep(prompts, [ops], max_new_tokens, **kwargs)[0]
+
+    def sweep(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        op_sets: Sequence[Sequence[Op]],
+        max_new_tokens: int = 16,
+        *,
+        prepend_bos: bool | None = None,
+        **kwargs: Any,
+    ) -> list[Generation]:
+        """Every prompt under every op set, in one vLLM batch; one `Generation` per op set.
+
+        An alpha sweep with random controls is ``op_sets = [[], [Add(alpha=a1)], ...]``.
+        """
+        ids = self._ids(prompts, prepend_bos)
+        n = len(ids)
+        all_ids = [row for _ in op_sets for row in ids]
+        all_ops = [tuple(s) for s in op_sets for _ in range(n)]
+        rows = [i for _ in op_sets for i in range(n)]
+        plan = build_plan(self, next(self._plan_ids), [len(r) for r in all_ids], all_ops, rows)
+        tokens, _ = self._run(all_ids, plan, max_new_tokens, **kwargs)
+        return [self._generation(tokens[j * n : (j + 1) * n]) for j in range(len(op_sets))]
+
+    def read(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        layers: int | Sequence[int] | None = None,
+        sites: Sequence[str] | str = ("resid_pre",),
+        position: Position | None = None,
+        *,
+        batch_size: int = 256,
+        prepend_bos: bool | None = None,
+        progress: bool = False,
+    ) -> Activations:
+        """Activations at one token of each prompt (default: the last) at prefill, like
+        `cache_activations` (same shapes, provenance with this engine's fingerprint).
+
+        Example:
+            >>> acts = engine.read(prompts, layers=[1, 2])  # doctest: +SKIP
+        """
+        position = position if position is not None else last()
+        ids = self._ids(prompts, prepend_bos)
+        if layers is None:
+            layer_list = list(range(self.n_layers))
+        else:
+            given = [layers] if isinstance(layers, int) else list(layers)
+            layer_list = list(dict.fromkeys(self.resolve_layer(x) for x in given))
+        site_list = [sites] if isinstance(sites, str) else list(sites)
+        for site in site_list:
+            self.hook_name(0, site)
+        places = [(layer, site) for layer in layer_list for site in site_list]
+        where = [read_position(position, len(row), i) for i, row in enumerate(ids)]
+        data = {s: torch.empty((len(ids), len(layer_list), self.d_model)) for s in site_list}
+        for lo in range(0, len(ids), batch_size):
+            chunk = list(range(lo, min(lo + batch_size, len(ids))))
+            plan = build_plan(
+                self,
+                next(self._plan_ids),
+                [len(ids[i]) for i in chunk],
+                [()] * len(chunk),
+                chunk,
+                reads=places,
+                read_at=[where[i][0] for i in chunk],
+            )
+            _, result = self._run([ids[i] for i in chunk], plan, 1, progress=progress)
+            for j, i in enumerate(chunk):
+                got = result["captured"].get(j, {})
+                for li, layer in enumerate(layer_list):
+                    for site in site_list:
+                        if (layer, site) not in got:
+                            raise RuntimeError(f"vLLM never ran prompt {i}'s token at {site} {layer}")
+                        data[site][i, li] = got[(layer, site)]
+        for site, tensor in data.items():
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"activations at site {site!r} contain NaN or inf")
+        return Activations(
+            data=data,
+            layers=tuple(layer_list),
+            position=str(position),
+            prompt_index=torch.arange(len(ids)),
+            token_rank=torch.tensor([rank for _, rank in where]),
+            n_prompts=len(ids),
+            model_fingerprint=self.fingerprint,
+            model_name=self.name,
+            meta={"model_dtype": self.dtype_name, "engine": self.identity},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"VLLMEngine({self.name!r}, n_layers={self.n_layers}, d_model={self.d_model}, "
+            f"dtype={self.dtype_name}, tp={self.tensor_parallel_size})"
+        )
