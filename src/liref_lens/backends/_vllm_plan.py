@@ -34,7 +34,9 @@ def prompt_rule(rule: str | Position, prompt_len: int, row: int) -> Rule:
     """
     if isinstance(rule, str):
         if rule not in ("all", "prompt", "generated"):
-            raise ValueError(f"unknown position rule {rule!r}; use all, prompt, generated or a selector")
+            raise ValueError(
+                f"unknown position rule {rule!r}; use all, prompt, generated or a selector"
+            )
         return Rule(rule)
     mask = torch.ones((1, prompt_len), dtype=torch.long)
     return Rule("at", frozenset(int(c) for c in rule.select(mask, [row]).col.tolist()))

@@ -28,11 +28,7 @@ Memory: vLLM's own (weights, KV cache: ``VLLM_CPU_KVCACHE_SPACE`` GiB on a CPU, 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
-import json
-import operator
 import os
 import pickle
 from collections.abc import Iterator, Sequence
@@ -45,10 +41,10 @@ import torch
 from ..cache import Activations
 from ..generation import Generation
 from ..interventions import Op
-from ..model import SITES, encode_prompts
-from ..positions import Position, last
-from ._vllm_hooks import KNOWN_LAYERS, SITE_PLACES, Plan
-from ._vllm_plan import build_plan, read_position
+from ..positions import Position
+from ._vllm_hooks import Plan
+from ._vllm_model import ModelFacts, check_layout
+from ._vllm_plan import build_plan
 
 __all__ = ["VLLMEngine", "load_vllm"]
 
@@ -82,19 +78,25 @@ def load_vllm(
         **llm_kwargs: passed to ``vllm.LLM`` (``gpu_memory_utilization``, ``seed``, ...).
 
     Example:
-        >>> engine = load_vllm("smollm2-135m", max_model_len=512)  # doctest: +SKIP
+        In a script (``docs/how-to/vllm.md``): ``engine = load_vllm("smollm2-135m",
+        max_model_len=512)``. What it refuses, before starting anything:
+
+        >>> load_vllm("smollm2-135m", enable_prefix_caching=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: enable_prefix_caching=True would reuse keys and values computed under ...
     """
+    if llm_kwargs.get("enable_prefix_caching"):
+        raise ValueError(
+            "enable_prefix_caching=True would reuse keys and values computed under another "
+            "request's ops; the vLLM backend turns prefix caching off, leave it out"
+        )
     try:
         from vllm import LLM
     except ImportError as err:
         raise ImportError(f"the vLLM backend needs vLLM: {_INSTALL}") from err
     from ..gguf import resolve_model_path
 
-    if llm_kwargs.get("enable_prefix_caching"):
-        raise ValueError(
-            "enable_prefix_caching=True would reuse keys and values computed under another "
-            "request's ops; the vLLM backend turns prefix caching off, leave it out"
-        )
     path = Path(resolve_model_path(name_or_path, gguf_file=gguf_file)).expanduser()
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -113,10 +115,14 @@ def load_vllm(
         worker_extension_cls=_EXTENSION,
         **llm_kwargs,
     )
-    return VLLMEngine(llm, path, name=os.fspath(name_or_path), prepend_bos=prepend_bos)
+    try:
+        return VLLMEngine(llm, path, name=os.fspath(name_or_path), prepend_bos=prepend_bos)
+    except BaseException:
+        llm.llm_engine.engine_core.shutdown()
+        raise
 
 
-class VLLMEngine:
+class VLLMEngine(ModelFacts):
     """A vLLM ``LLM`` that applies this toolkit's ops per request and reads activations.
 
     It answers what `Op.check` and `DirectionSet.check_compatible` ask of a model
@@ -127,45 +133,14 @@ class VLLMEngine:
     directions fitted there with ``allow_transfer=True``, or fit them here with `read`.
     """
 
-    backend = "vllm"
-
     def __init__(self, llm: Any, path: str | Path, *, name: str, prepend_bos: bool = True):
-        from transformers import AutoTokenizer
-
+        super().__init__(path, name=name, prepend_bos=prepend_bos)
         self.llm = llm
-        self.path = Path(path)
-        self.name = name
-        self.config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
         info = llm.collective_rpc("liref_lens_layout")[0]
-        if not info["known"]:
-            raise TypeError(
-                f"vLLM built this model with decoder layers {info['layer_classes']}; the "
-                f"liref_lens vLLM backend knows the layout of {', '.join(KNOWN_LAYERS)} "
-                f"({'; '.join(KNOWN_LAYERS.values())}) only"
-            )
-        if info["pipeline_parallel_size"] != 1:
-            raise ValueError(
-                "pipeline_parallel_size > 1 is not supported by the liref_lens vLLM backend; "
-                "use tensor_parallel_size to split the model"
-            )
+        check_layout(info)
         self.eager: bool = info["eager"]
-        self.n_layers: int = int(info["n_layers"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        self.default_prepend_bos = prepend_bos
+        self.n_layers = int(info["n_layers"])
         self._plan_ids = itertools.count(1)
-
-    # ----- what ops and directions ask of a model ----------------------------------------
-    @property
-    def d_model(self) -> int:
-        return int(self.config["hidden_size"])
-
-    @property
-    def d_mlp(self) -> int:
-        return int(self.config["intermediate_size"])
-
-    @property
-    def architecture(self) -> str:
-        return str((self.config.get("architectures") or ["?"])[0])
 
     @property
     def dtype_name(self) -> str:
@@ -182,76 +157,11 @@ class VLLMEngine:
 
         return f"vllm {vllm.__version__}, {self.dtype_name}, tp={self.tensor_parallel_size}"
 
-    def width(self, site: str) -> int:
-        if site not in SITES:
-            raise KeyError(f"unknown hook site {site!r}; use one of {', '.join(SITES)}")
-        return self.d_mlp if site == "mlp_post" else self.d_model
-
-    def resolve_layer(self, layer: int) -> int:
-        """A checked layer index; negative indices count from the end."""
-        if isinstance(layer, bool):
-            raise TypeError(f"layer must be an integer, got {layer!r}")
-        layer = operator.index(layer)
-        if not -self.n_layers <= layer < self.n_layers:
-            raise ValueError(
-                f"layer {layer} is out of range for a {self.n_layers}-layer model; "
-                f"use 0..{self.n_layers - 1} (or negative indices from the end)"
-            )
-        return layer % self.n_layers
-
-    def hook_name(self, layer: int, site: str) -> str:
-        """Where ``site`` of block ``layer`` is inside vLLM (raises for a site it lacks)."""
-        if site in _ATTENTION_INTERNALS or site.startswith(("attn.", "hook_")):
-            raise KeyError(
-                f"site {site!r} is inside attention, which vLLM runs as one fused kernel with no "
-                "hook; read attention internals with liref_lens on a LensModel"
-            )
-        if site == "mlp_post":
-            raise KeyError(
-                "site 'mlp_post' has no place in vLLM (the MLP's hidden units live inside the "
-                "fused gate_up_proj, split over tensor-parallel ranks); use a LensModel for "
-                f"neuron ops. vLLM sites: {', '.join(SITE_PLACES)}"
-            )
-        if site not in SITE_PLACES:
-            raise KeyError(f"unknown hook site {site!r}; vLLM sites: {', '.join(SITE_PLACES)}")
-        return SITE_PLACES[site].replace("[L]", f"[{self.resolve_layer(layer)}]")
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """A stable id of the checkpoint: config sizes and a strided bfloat16 sample of every
-        weight tensor, read from the folder's safetensors files."""
-        from safetensors import safe_open
-
-        keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-        summary = {k: self.config.get(k) for k in (*keys, "num_key_value_heads", "vocab_size")}
-        summary.update(architecture=self.architecture, backend=self.backend)
-        h = hashlib.sha256(json.dumps(summary, sort_keys=True).encode())
-        files = sorted(self.path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"{self.path} has no .safetensors weights to fingerprint")
-        handles = [safe_open(str(f), "pt") for f in files]
-        names = sorted((n, i) for i, f in enumerate(handles) for n in f.keys())
-        for name, i in names:
-            flat = handles[i].get_tensor(name).reshape(-1)
-            n = flat.numel()
-            k = min(n, _FINGERPRINT_SAMPLES)
-            idx = torch.arange(k) * (n - 1) // max(k - 1, 1)
-            h.update(f"{name}:{n}".encode())
-            h.update(flat[idx].to(torch.bfloat16).view(torch.int16).numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    # ----- prompts ------------------------------------------------------------------------
-    def encode(
-        self, prompts: Sequence[str], *, prepend_bos: bool | None = None
-    ) -> list[list[int]]:
-        """Token ids as `LensModel.encode` makes them (BOS first by default)."""
-        bos = self.default_prepend_bos if prepend_bos is None else prepend_bos
-        return encode_prompts(self.tokenizer, prompts, prepend_bos=bos)
-
-    def _ids(self, prompts: Sequence[Any], prepend_bos: bool | None) -> list[list[int]]:
-        if len(prompts) and all(not isinstance(p, str) for p in prompts):
-            return [[int(t) for t in p] for p in prompts]
-        return self.encode(list(prompts), prepend_bos=prepend_bos)
+    def close(self) -> None:
+        """Stop vLLM's engine and worker processes (the engine is unusable afterwards)."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
     # ----- running a plan -----------------------------------------------------------------
     @contextmanager
@@ -302,8 +212,9 @@ class VLLMEngine:
                 ignore_eos=True,  # stop at the tokenizer's EOS only, as liref_lens.generate
                 stop_token_ids=[eos] if stop_at_eos and eos is not None else None,
                 detokenize=False,
-                extra_args={"liref_lens": [plan.plan_id, i]} if plan.requests[i].ops
-                or plan.requests[i].read_at is not None else None,
+                extra_args={"liref_lens": [plan.plan_id, i]}
+                if plan.requests[i].ops or plan.requests[i].read_at is not None
+                else None,
             )
             for i in range(len(ids))
         ]
@@ -313,7 +224,7 @@ class VLLMEngine:
         return [list(o.outputs[0].token_ids) for o in outs], result
 
     def _generation(self, tokens: list[list[int]]) -> Generation:
-        texts = [self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        texts = [str(self.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
         return Generation(tokens=tokens, texts=texts)
 
     # ----- public API ---------------------------------------------------------------------
@@ -333,7 +244,8 @@ class VLLMEngine:
         tokenizer's EOS, kept in the tokens, as `liref_lens.generate`), ``progress``.
 
         Example:
-            >>> out = engine.generate_each(["Q: 2 + 3 = ? A:"] * 2, [[], [add_op]], 8)  # doctest: +SKIP
+            ``engine.generate_each(["Q: 2 + 3 = ? A:"] * 2, [[], [add_op]], 8)``: the first
+            request unsteered, the second under ``add_op``, in one batch.
         """
         ids = self._ids(prompts, prepend_bos)
         if len(ops) != len(ids):
@@ -382,63 +294,54 @@ class VLLMEngine:
         layers: int | Sequence[int] | None = None,
         sites: Sequence[str] | str = ("resid_pre",),
         position: Position | None = None,
-        *,
-        batch_size: int = 256,
-        prepend_bos: bool | None = None,
-        progress: bool = False,
+        **kwargs: Any,
     ) -> Activations:
         """Activations at one token of each prompt (default: the last) at prefill, like
-        `cache_activations` (same shapes, provenance with this engine's fingerprint).
+        `cache_activations` (same shapes; provenance with this engine's fingerprint).
+
+        Keywords: ``batch_size`` (prompts per vLLM call, default 256), ``prepend_bos``,
+        ``progress``. See `liref_lens.backends._vllm_read.read_activations`.
 
         Example:
-            >>> acts = engine.read(prompts, layers=[1, 2])  # doctest: +SKIP
+            ``acts = engine.read(prompts, layers=[1, 2])``, then ``fit_directions(acts.subset(
+            pos), acts.subset(neg), model=engine)`` fits directions that carry this engine's
+            fingerprint.
         """
-        position = position if position is not None else last()
-        ids = self._ids(prompts, prepend_bos)
-        if layers is None:
-            layer_list = list(range(self.n_layers))
-        else:
-            given = [layers] if isinstance(layers, int) else list(layers)
-            layer_list = list(dict.fromkeys(self.resolve_layer(x) for x in given))
-        site_list = [sites] if isinstance(sites, str) else list(sites)
-        for site in site_list:
-            self.hook_name(0, site)
-        places = [(layer, site) for layer in layer_list for site in site_list]
-        where = [read_position(position, len(row), i) for i, row in enumerate(ids)]
-        data = {s: torch.empty((len(ids), len(layer_list), self.d_model)) for s in site_list}
-        for lo in range(0, len(ids), batch_size):
-            chunk = list(range(lo, min(lo + batch_size, len(ids))))
-            plan = build_plan(
-                self,
-                next(self._plan_ids),
-                [len(ids[i]) for i in chunk],
-                [()] * len(chunk),
-                chunk,
-                reads=places,
-                read_at=[where[i][0] for i in chunk],
+        from ._vllm_read import read_activations
+
+        return read_activations(self, prompts, layers, sites, position, **kwargs)
+
+    def check_matches(self, model: Any, prompt: str) -> None:
+        """Raise unless ``model`` (a `LensModel`) is the checkpoint this engine serves: same
+        sizes, same tokens for ``prompt``, and the same last-layer residual stream at its last
+        token (relative difference below 1e-3 in float32, 5e-2 otherwise)."""
+        from ..cache import cache_activations
+
+        if (model.n_layers, model.d_model) != (self.n_layers, self.d_model):
+            raise ValueError(
+                f"the vLLM engine serves a {self.n_layers}-layer, d_model {self.d_model} model "
+                f"but the model has {model.n_layers} layers, d_model {model.d_model}"
             )
-            _, result = self._run([ids[i] for i in chunk], plan, 1, progress=progress)
-            for j, i in enumerate(chunk):
-                got = result["captured"].get(j, {})
-                for li, layer in enumerate(layer_list):
-                    for site in site_list:
-                        if (layer, site) not in got:
-                            raise RuntimeError(f"vLLM never ran prompt {i}'s token at {site} {layer}")
-                        data[site][i, li] = got[(layer, site)]
-        for site, tensor in data.items():
-            if not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"activations at site {site!r} contain NaN or inf")
-        return Activations(
-            data=data,
-            layers=tuple(layer_list),
-            position=str(position),
-            prompt_index=torch.arange(len(ids)),
-            token_rank=torch.tensor([rank for _, rank in where]),
-            n_prompts=len(ids),
-            model_fingerprint=self.fingerprint,
-            model_name=self.name,
-            meta={"model_dtype": self.dtype_name, "engine": self.identity},
-        )
+        ids = model.encode([prompt])
+        if self.encode([prompt]) != ids:
+            raise ValueError("the vLLM engine's tokenizer encodes the prompt differently")
+        mine = self.read(ids, layers=[-1], sites="resid_post").tensor[0, 0].double()
+        ref = cache_activations(model, [prompt], layers=[-1], sites="resid_post", progress=False)
+        theirs = ref.tensor[0, 0].double()
+        rel = float((mine - theirs).norm() / theirs.norm().clamp_min(1e-12))
+        tol = 1e-3 if self.dtype_name == model.dtype_name == "float32" else 5e-2
+        if rel > tol:
+            raise ValueError(
+                f"the vLLM engine ({self.name}) and the model ({model.name}) disagree on the "
+                f"last layer's residual stream (relative difference {rel:.1e} > {tol:g}): they "
+                "do not serve the same checkpoint; load both from the same folder"
+            )
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (
