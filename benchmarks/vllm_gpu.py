@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,9 +59,7 @@ def smoke() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     torch.set_num_threads(1)
-    args = argparse.Namespace(
-        tp=1, prompts=8, new_tokens=8, layer=None, gpu_memory=0.85, compare=8
-    )
+    args = argparse.Namespace(tp=1, prompts=8, new_tokens=8, layer=None, gpu_memory=0.85, compare=8)
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny("llama", Path(tmp) / "tiny", hidden_size=128, intermediate_size=192)
         sweep(str(path), args, dtype="float32", device="cpu", exact=True)
@@ -71,10 +70,12 @@ def sweep(model: str, args: argparse.Namespace, *, dtype: str, device: str, exac
     from liref_lens.backends.vllm import load_vllm
 
     t0 = time.perf_counter()
-    llm_kwargs = {"gpu_memory_utilization": args.gpu_memory} if device == "cuda" else {}
-    engine = load_vllm(
-        model, dtype=dtype, tensor_parallel_size=args.tp, max_model_len=2048, **llm_kwargs
+    llm_kwargs: dict[str, Any] = (
+        {"gpu_memory_utilization": args.gpu_memory} if device == "cuda" else {}
     )
+    if device == "cuda":
+        llm_kwargs["max_model_len"] = 2048
+    engine = load_vllm(model, dtype=dtype, tensor_parallel_size=args.tp, **llm_kwargs)
     print(f"engine start {time.perf_counter() - t0:.1f} s: {engine}")
     layer = engine.n_layers // 2 if args.layer is None else args.layer
     acts = engine.read(ARITH[:8] + FACTS, layers=[layer], sites="resid_pre")
@@ -102,9 +103,8 @@ def sweep(model: str, args: argparse.Namespace, *, dtype: str, device: str, exac
         t = time.perf_counter()
         again = engine.sweep(few, op_sets, args.new_tokens, stop_at_eos=False)
         vllm_took = time.perf_counter() - t
-        same = sum(
-            a == b for g, h in zip(again, ref, strict=True) for a, b in zip(g.tokens, h.tokens)
-        )
+        pairs = [zip(g.tokens, h.tokens, strict=True) for g, h in zip(again, ref, strict=True)]
+        same = sum(a == b for cell in pairs for a, b in cell)
         total = len(few) * len(op_sets)
         print(f"liref generate on {len(few)} prompts x {len(op_sets)} op sets: {ref_took:.1f} s")
         print(f"  vllm on the same: {vllm_took:.1f} s; liref / vllm = {ref_took / vllm_took:.2f}x")

@@ -14,7 +14,9 @@ SMOL_PROMPTS = [
 
 
 def start(name: str, **kwargs: Any) -> Any:
-    """A `VLLMEngine` on ``name`` for the tests (context 256 tokens)."""
+    """A `VLLMEngine` on ``name`` for the tests (SmolLM2: a 256-token context)."""
     from liref_lens.backends.vllm import load_vllm
 
-    return load_vllm(name, max_model_len=kwargs.pop("max_model_len", 256), **kwargs)
+    if name == "smollm2-135m":
+        kwargs.setdefault("max_model_len", 256)
+    return load_vllm(name, **kwargs)
