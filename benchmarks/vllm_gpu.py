@@ -12,7 +12,8 @@ engines sum in different orders).
 
 ``--smoke`` runs the same code on the CPU with a tiny Llama built from a config (float32) and
 fails unless every vLLM generation equals liref_lens's: the check that the script works, run
-by ``nox -s vllm``. Run from the repository root: ``python -m benchmarks.vllm_gpu --model DIR``.
+in tests/vllm (on the tests' own tiny engine). Run from the repository root:
+``python -m benchmarks.vllm_gpu --model DIR [--tp 2] [--compare 16]``.
 """
 
 from __future__ import annotations
@@ -49,34 +50,47 @@ def main() -> None:
         return
     if not args.model:
         parser.error("--model DIR is required (or --smoke)")
-    sweep(args.model, args, dtype="bfloat16", device="cuda", exact=False)
+    from liref_lens.backends.vllm import load_vllm
+
+    t0 = time.perf_counter()
+    engine = load_vllm(
+        args.model,
+        dtype="bfloat16",
+        tensor_parallel_size=args.tp,
+        max_model_len=2048,
+        gpu_memory_utilization=args.gpu_memory,
+    )
+    print(f"engine start {time.perf_counter() - t0:.1f} s: {engine}")
+    try:
+        sweep(engine, args, device="cuda", exact=False)
+    finally:
+        engine.close()
 
 
 def smoke() -> None:
     """The sweep on a tiny Llama on the CPU; every generation must equal liref_lens's."""
     from tests.conftest import build_tiny
 
+    from liref_lens.backends.vllm import load_vllm
+
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     torch.set_num_threads(1)
-    args = argparse.Namespace(tp=1, prompts=8, new_tokens=8, layer=None, gpu_memory=0.85, compare=8)
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny("llama", Path(tmp) / "tiny", hidden_size=128, intermediate_size=192)
-        sweep(str(path), args, dtype="float32", device="cpu", exact=True)
+        with load_vllm(str(path), dtype="float32") as engine:
+            sweep(engine, SMOKE, device="cpu", exact=True)
 
 
-def sweep(model: str, args: argparse.Namespace, *, dtype: str, device: str, exact: bool) -> None:
+#: The smoke run's settings (tests/vllm runs `sweep` with them on its own tiny engine).
+SMOKE = argparse.Namespace(prompts=8, new_tokens=8, layer=None, compare=8)
+
+
+def sweep(engine: Any, args: argparse.Namespace, *, device: str, exact: bool) -> None:
+    """The sweep on ``engine``; with ``args.compare``, also through liref_lens (``exact``:
+    fail unless every generation is the same)."""
     from liref_lens import Add, fit_directions, generate, load_model
-    from liref_lens.backends.vllm import load_vllm
 
-    t0 = time.perf_counter()
-    llm_kwargs: dict[str, Any] = (
-        {"gpu_memory_utilization": args.gpu_memory} if device == "cuda" else {}
-    )
-    if device == "cuda":
-        llm_kwargs["max_model_len"] = 2048
-    engine = load_vllm(model, dtype=dtype, tensor_parallel_size=args.tp, **llm_kwargs)
-    print(f"engine start {time.perf_counter() - t0:.1f} s: {engine}")
     layer = engine.n_layers // 2 if args.layer is None else args.layer
     acts = engine.read(ARITH[:8] + FACTS, layers=[layer], sites="resid_pre")
     ds = fit_directions(acts.subset(range(8)), acts.subset(range(8, 16)), model=engine)
@@ -95,7 +109,7 @@ def sweep(model: str, args: argparse.Namespace, *, dtype: str, device: str, exac
     print(f"vllm sweep: {len(texts)} prompts x {len(op_sets)} op sets x {args.new_tokens} tokens")
     print(f"  {took:.1f} s, {n_tokens / took:.0f} tokens/s")
     if args.compare:
-        lm = load_model(model, device=device, dtype=getattr(torch, dtype))
+        lm = load_model(str(engine.path), device=device, dtype=getattr(torch, engine.dtype_name))
         few = texts[: args.compare]
         t = time.perf_counter()
         ref = [generate(lm, few, args.new_tokens, ops=ops, stop_at_eos=False) for ops in op_sets]
@@ -112,7 +126,6 @@ def sweep(model: str, args: argparse.Namespace, *, dtype: str, device: str, exac
         if exact and same != total:
             raise SystemExit("FAIL: vLLM and liref_lens generations differ in float32")
     del out
-    engine.close()
     print("ok")
 
 

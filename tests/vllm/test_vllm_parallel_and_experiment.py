@@ -104,3 +104,13 @@ def test_experiment_refuses_an_engine_on_another_checkpoint(tp2, tmp_path) -> No
     d = torch.ones(other.n_layers, other.d_model)
     with pytest.raises(ValueError, match="not serve the same checkpoint"):
         Experiment(other, d, EvalSet.from_task(task), cfg, engine=tp2)
+
+
+def test_gpu_benchmark_script_runs_and_agrees(tp2, capsys) -> None:
+    """benchmarks/vllm_gpu.py's sweep, in its smoke settings, on this engine: it fails unless
+    every vLLM generation equals liref_lens's (float32)."""
+    from benchmarks.vllm_gpu import SMOKE, sweep
+
+    sweep(tp2, SMOKE, device="cpu", exact=True)
+    out = capsys.readouterr().out
+    assert "identical generations: 80 of 80" in out and out.rstrip().endswith("ok")
