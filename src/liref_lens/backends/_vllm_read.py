@@ -19,6 +19,7 @@ import torch
 from ..cache import Activations
 from ..positions import Position, last
 from ._vllm_plan import build_plan, read_position
+from ._vllm_run import run_plan
 
 __all__ = ["read_activations"]
 
@@ -79,7 +80,7 @@ def read_activations(
             reads=places,
             read_at=[where[i][0] for i in chunk],
         )
-        _, result = engine._run([ids[i] for i in chunk], plan, 1, progress=progress)
+        _, result = run_plan(engine, [ids[i] for i in chunk], plan, 1, progress=progress)
         for j, i in enumerate(chunk):
             got = result["captured"].get(j, {})
             for li, layer in enumerate(layer_list):

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import pickle
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from ..positions import Position
 from ._vllm_hooks import Plan
 from ._vllm_model import ModelFacts, check_layout
 from ._vllm_plan import build_plan
+from ._vllm_run import run_plan
 
 __all__ = ["VLLMEngine", "load_vllm"]
 
@@ -163,65 +162,10 @@ class VLLMEngine(ModelFacts):
         if core is not None:
             core.shutdown()
 
-    # ----- running a plan -----------------------------------------------------------------
-    @contextmanager
-    def _installed(self, plan: Plan) -> Iterator[dict[str, Any]]:
-        """The plan's hooks in every worker for the block; removed after it, always."""
-        if not plan.keys_at and not plan.reads:
-            yield {"captured": {}, "edited": {}}
-            return
-        if not self.eager:
-            raise ValueError(
-                "per-request ops and reads need enforce_eager=True: CUDA graphs and "
-                "torch.compile replay a recorded forward that hooks cannot steer; reload the "
-                "engine with load_vllm(..., enforce_eager=True)"
-            )
-        result: dict[str, Any] = {}
-        self.llm.collective_rpc("liref_lens_begin", args=(pickle.dumps(plan),))
-        try:
-            yield result
-        finally:
-            outs = self.llm.collective_rpc("liref_lens_end", args=(plan.plan_id,))
-            result.update(pickle.loads(outs[0]))
-
     def _run(
-        self,
-        ids: list[list[int]],
-        plan: Plan,
-        max_new_tokens: int,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        stop_at_eos: bool = True,
-        progress: bool = False,
+        self, ids: list[list[int]], plan: Plan, max_new_tokens: int, **kwargs: Any
     ) -> tuple[list[list[int]], dict[str, Any]]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if do_sample and temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling")
-        eos = self.tokenizer.eos_token_id
-        params = [
-            SamplingParams(
-                max_tokens=max_new_tokens,
-                temperature=temperature if do_sample else 0.0,
-                seed=None if seed is None else seed + i,
-                ignore_eos=True,  # stop at the tokenizer's EOS only, as liref_lens.generate
-                stop_token_ids=[eos] if stop_at_eos and eos is not None else None,
-                detokenize=False,
-                extra_args={"liref_lens": [plan.plan_id, i]}
-                if plan.requests[i].ops or plan.requests[i].read_at is not None
-                else None,
-            )
-            for i in range(len(ids))
-        ]
-        prompts = [TokensPrompt(prompt_token_ids=row) for row in ids]
-        with self._installed(plan) as result:
-            outs = self.llm.generate(prompts, params, use_tqdm=progress)
-        return [list(o.outputs[0].token_ids) for o in outs], result
+        return run_plan(self, ids, plan, max_new_tokens, **kwargs)
 
     def _generation(self, tokens: list[list[int]]) -> Generation:
         texts = [str(self.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
