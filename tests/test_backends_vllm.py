@@ -118,3 +118,15 @@ def test_experiment_engine_needs_generation(lm, evalset: EvalSet) -> None:
     cfg = ExperimentConfig(layers=(1,), n_random=0, n_boot=10)
     with pytest.raises(ValueError, match="engine= only generates"):
         Experiment(lm, torch.zeros(lm.n_layers, lm.d_model), evalset, cfg, engine=object())
+
+
+def test_a_run_that_edited_nothing_fails(facts: ModelFacts) -> None:
+    from liref_lens.backends._vllm_run import _check_applied
+
+    v = torch.ones(facts.d_model)
+    add = Add(layers=[1], direction=v, alpha=1.0)
+    late = Add(layers=[1], direction=v, alpha=1.0, positions="generated")
+    plan = build_plan(facts, 1, [3, 3], [(add,), (late,)], [0, 1])
+    with pytest.raises(RuntimeError, match="without applying Add to any token"):
+        _check_applied(plan, {"edited": {}})  # the workers found none of the requests
+    _check_applied(plan, {"edited": {(0, 0): 3}})  # "generated" may legitimately edit nothing

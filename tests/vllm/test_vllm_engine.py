@@ -70,6 +70,10 @@ def test_same_ids_same_tokens(served) -> None:
     assert engine.encode(prompts) == lm.encode(prompts)
     want = generate(lm, prompts, N_NEW, stop_at_eos=False).tokens
     assert engine.generate(prompts, N_NEW, stop_at_eos=False).tokens == want
+    # stopping at EOS: the same tokens, EOS kept, and the same texts
+    want = generate(lm, prompts, 3 * N_NEW)
+    got = engine.generate(prompts, 3 * N_NEW)
+    assert got.tokens == want.tokens and got.texts == want.texts
 
 
 @pytest.mark.parametrize("where", ["all", "last"])
