@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument(
+        "--max-num-seqs", type=int, default=None, help="vLLM's batch limit (default: vLLM's)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB: the whole sweep fits at once
@@ -60,7 +63,8 @@ def main() -> None:
 
     texts, arith, facts = prompts(args.prompts)
     t0 = time.perf_counter()
-    engine = load_vllm(args.model, max_model_len=512)
+    extra = {} if args.max_num_seqs is None else {"max_num_seqs": args.max_num_seqs}
+    engine = load_vllm(args.model, max_model_len=512, **extra)
     print(f"vLLM engine start: {time.perf_counter() - t0:.1f} s ({engine})")
     lm = load_model(args.model, device="cpu")
     acts = engine.read(arith + facts, layers=[args.layer], sites="resid_pre")
