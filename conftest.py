@@ -10,6 +10,7 @@ folder), and ``tmp`` (a fresh folder).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,31 @@ def _doctest_namespace(request: pytest.FixtureRequest, tmp_path) -> None:
         ns = request.getfixturevalue("doctest_namespace")
         ns.update(request.getfixturevalue("_doctest_objects"))
         ns["tmp"] = tmp_path
+
+
+# ----- tests that need what a user's clone may lack (tests/needs.py) -------------------------
+_DESELECTED: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.needs import missing, needs
+
+    lacking_now = missing()
+    keep, drop = [], []
+    for item in items:
+        lacking = sorted(set(needs(item)) & lacking_now)
+        (drop if lacking else keep).append(item)
+        for name in lacking:
+            _DESELECTED[name] = _DESELECTED.get(name, 0) + 1
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.needs import NEEDS
+
+    for name, n in sorted(_DESELECTED.items()):
+        terminalreporter.write_line(
+            f"liref_lens: {n} test(s) needing {name!r} deselected: {NEEDS[name][1]()}"
+        )

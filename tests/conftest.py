@@ -33,13 +33,12 @@ def _tokenizer():
     return word_tokenizer(["<pad>", "<bos>", "<unk>", *WORDS])
 
 
-def build_tiny(arch: str, directory: Path, seed: int = 0, **sizes: int) -> Path:
+def build_tiny(arch: str, directory: Path, seed: int = 0, **config: object) -> Path:
     """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``.
 
-    ``sizes`` override the shared sizes (``hidden_size``, ``intermediate_size``, ...) of every
-    architecture but GPT-2, e.g. ``hidden_size=128`` for vLLM, whose CPU attention needs a head
-    dimension of at least 32.
-    """
+    ``config``: extra config fields (e.g. ``scale_attn_weights=False``, a larger
+    ``initializer_range`` so that attention differences show in the logits), or sizes of the
+    non-GPT-2 architectures (``hidden_size``, ``intermediate_size``, ...)."""
     import transformers as T
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -53,7 +52,9 @@ def build_tiny(arch: str, directory: Path, seed: int = 0, **sizes: int) -> Path:
         num_attention_heads=4,
         max_position_embeddings=64,
     )
-    size.update(sizes)
+    # config fields that are these sizes replace them (e.g. hidden_size=128 for vLLM, whose CPU
+    # attention needs a head dimension of at least 32)
+    size.update({k: config.pop(k) for k in list(config) if k in size})
     # More architectures, for the fused-attention tests (tests/test_attention.py):
     more = {
         # GPT-NeoX (Pythia): the bridge copies q/k/v out of query_key_value.
@@ -61,16 +62,22 @@ def build_tiny(arch: str, directory: Path, seed: int = 0, **sizes: int) -> Path:
         # Gemma 2: logit soft-capping, which SDPA cannot express.
         "gemma2": lambda: T.Gemma2Config(**size, num_key_value_heads=2, head_dim=8, **common),
         # Qwen2: rotary, grouped-query attention, q/k/v biases.
-        "qwen2": lambda: T.Qwen2Config(**size, num_key_value_heads=2, **common),
+        "qwen2": lambda: T.Qwen2Config(**size, num_key_value_heads=2, **common, **config),
+        # Mistral: rotary with a sliding attention window.
+        "mistral": lambda: T.MistralConfig(**size, num_key_value_heads=2, **common, **config),
+        # Gemma 3: sliding and global layers, query_pre_attn_scalar, q/k norms.
+        "gemma3": lambda: T.Gemma3TextConfig(
+            **size, num_key_value_heads=2, head_dim=8, **common, **config
+        ),
     }
     if arch in more:
         model = T.AutoModelForCausalLM.from_config(more[arch]())
     elif arch == "gpt2":
         model = GPT2LMHeadModel(
-            GPT2Config(n_positions=64, n_embd=32, n_layer=3, n_head=4, **common)
+            GPT2Config(n_positions=64, n_embd=32, n_layer=3, n_head=4, **common, **config)
         )
     elif arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**size, num_key_value_heads=2, **common))
+        model = LlamaForCausalLM(LlamaConfig(**size, num_key_value_heads=2, **common, **config))
     else:
         raise ValueError(arch)
     model.save_pretrained(directory)  # as saved today: a GPT-2 config without n_ctx

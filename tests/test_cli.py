@@ -285,15 +285,63 @@ def test_threads_auto_is_one_for_small_models_and_n_is_honoured(
 
 
 def test_choose_threads() -> None:
-    import torch
-
     from liref_lens._threads import SMALL_MODEL_PARAMETERS, choose_threads
 
     assert choose_threads("auto", SMALL_MODEL_PARAMETERS - 1)[0] == 1
-    assert choose_threads("auto", SMALL_MODEL_PARAMETERS)[0] == torch.get_num_threads()
+    big = SMALL_MODEL_PARAMETERS
+    assert choose_threads("auto", big, cpus=2, busy=0)[0] == 2  # quiet: every usable CPU
+    assert choose_threads("auto", big, cpus=2, busy=1)[0] == 1  # one busy: never oversubscribe
+    assert choose_threads("auto", big, cpus=2, busy=7)[0] == 1  # at least one
+    assert choose_threads("auto", big, cpus=16, busy=3)[0] == 13
     assert choose_threads(4, 10) == (4, "--threads 4")
     with pytest.raises(ValueError, match="whole number"):
         choose_threads(0, 10)
+
+
+def test_usable_cpus_reads_affinity_and_the_cgroup_quota(tmp_path, monkeypatch) -> None:
+    import os
+
+    from liref_lens._threads import usable_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert usable_cpus(tmp_path / "none") == 4  # no cgroup files: the affinity mask
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs' worth of time
+    assert usable_cpus(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # no quota
+    assert usable_cpus(tmp_path) == 4
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+
+
+def test_busy_cpus_counts_other_runnable_tasks(tmp_path) -> None:
+    from liref_lens._threads import busy_cpus
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")
+    assert busy_cpus(samples=3, interval=0, stat=str(stat)) == 2  # itself not counted
+    stat.write_text("procs_running 1\n")
+    assert busy_cpus(samples=1, stat=str(stat)) == 0
+    assert busy_cpus(samples=1, stat=str(tmp_path / "missing")) == 0
+
+
+def test_busy_cpus_sees_a_busy_process(tmp_path) -> None:
+    """A real busy loop in another process shows up (the machine may be busier still)."""
+    import subprocess
+    import sys
+    import time
+
+    from liref_lens._threads import busy_cpus
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cpus(samples=9, interval=0.01) >= 1
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_demo_threads_auto_runs_the_testbed_on_one_thread(tmp_path, capsys, monkeypatch) -> None:
@@ -389,3 +437,126 @@ def test_train_testbed_says_whether_it_rebuilt_the_reference_weights(
     assert "not a like-for-like check" in captured.out.splitlines()[-1]
     assert "torch threads: 2 (--threads 2)" in captured.err
     assert json.loads((tmp_path / "c" / "training.json").read_text())["config"]["threads"] == 2
+
+
+# ----- #21: one line, naming the value, for what a user gets wrong ---------------------------
+def test_a_device_this_machine_lacks_is_one_line_before_the_model_loads(
+    tmp_path, capsys, no_model_load, monkeypatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU build's answer
+    base = ["fit", "--model", "m", "--out", str(tmp_path / "run"), "--task", "gsm8k"]
+    assert main([*base, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("liref-lens: error: device 'cuda' was asked")
+    assert "--device cpu" in err and "Traceback" not in err
+    assert main([*base, "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_the_library_refuses_a_missing_device_before_loading(model_dirs, monkeypatch) -> None:
+    import torch
+
+    from liref_lens import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda:1' was asked for"):
+        load_model(str(model_dirs["gpt2"]), device="cuda:1")
+
+
+@pytest.mark.parametrize("command", ["fit", "sweep", "demo"])
+def test_out_naming_an_existing_file_is_one_line(command, tmp_path, capsys, no_model_load) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    args = {
+        "fit": ["fit", "--model", "m", "--task", "gsm8k"],
+        "sweep": ["sweep", "--model", "m", "--task", "gsm8k", "--layers", "1", "--alphas", "1",
+                  "--directions", "d"],
+        "demo": ["demo"],
+    }[command]  # fmt: skip
+    assert main([*args, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"liref-lens: error: --out {taken} is an existing file; give a folder (new or a run "
+        "folder)\n"
+    )
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("fit_json", "says"),
+    [
+        ("{not json", "is damaged (JSONDecodeError"),
+        ("[1, 2]", "is damaged (ValueError: expected a JSON object"),
+    ],
+)
+def test_report_of_a_broken_fit_json_names_the_file(fit_json, says, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {"layer": [1], "score": ["auroc"], "value": [0.9], "ci_low": [0.8], "ci_high": [1.0]}
+    ).to_csv(run / "scores.csv", index=False)
+    (run / "fit.json").write_text(fit_json)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'fit.json'} {says}" in err
+    assert "rerun `liref-lens fit`" in err
+    (run / "fit.json").unlink()
+    assert main(["report", str(run)]) == 2
+    assert f"{run / 'fit.json'} is missing from the run folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_what_to_do(tmp_path, capsys, monkeypatch) -> None:
+    import liref_lens.cli
+    import liref_lens.recipe
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(liref_lens.recipe, "report_run", interrupt)
+    assert main(["report", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "\nliref-lens: interrupted\n"
+    parser = build_parser()  # the sweep sub-command dispatches to the patched function
+    monkeypatch.setattr(liref_lens.cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["sweep"].set_defaults(func=interrupt)
+    args = ["sweep", "--model", "m", "--out", str(tmp_path / "r"), "--task", "gsm8k",
+            "--layers", "1", "--alphas", "1", "--directions", "d"]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        "\nliref-lens: interrupted; run the same command to resume (finished cells are kept in "
+        "--out)\n"
+    )
+    monkeypatch.setattr(liref_lens.cli, "build_parser", interrupt)  # before any command ran
+    assert main(["report", str(tmp_path)]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fit_n_draws_a_seeded_sample_and_records_the_data(model_dirs, tmp_path) -> None:
+    """``-n`` draws questions at random with ``--seed`` (not the first rows), and fit.json
+    records each file's path, SHA-256 and the selection (#22)."""
+    import hashlib
+
+    from liref_lens.tasks import load_task
+
+    gsm = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": f"w{i} + w{i + 1} = ?", "answer": f"#### {i}"} for i in range(12)]
+    gsm.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pop = DATA / "popqa_test.csv"
+    runs = {}
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        args = ["fit", "--model", str(model_dirs["llama"]), "--device", "cpu", "--out", str(run),
+                "--no-progress", "--reasoning-task", f"gsm8k:{gsm}", "--memory-task",
+                f"popqa:{pop}", "-n", "3", "--seed", str(seed), "--layers", "1"]  # fmt: skip
+        assert main(args) == 0
+        runs[seed] = json.loads((run / "fit.json").read_text())
+    data = runs[0]["reasoning_data"]
+    assert runs[0]["n_reasoning"] == 3
+    assert data["sha256"] == hashlib.sha256(gsm.read_bytes()).hexdigest()
+    assert data["source"] == str(gsm.resolve())
+    assert data["selection"][-1]["sample"] == 3 and data["selection"][-1]["seed"] == 0
+    assert runs[1]["reasoning_data"]["selection"][-1]["seed"] == 1
+    picked = {it.question for it in load_task("gsm8k", source=gsm, sample=3, seed=0)}
+    assert picked != {it.question for it in load_task("gsm8k", source=gsm, n=3)}

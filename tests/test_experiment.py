@@ -173,3 +173,18 @@ def test_summary_counts_each_prompt_once_without_subsets(lm: LensModel, prompts,
     assert len(kl) == len(prompts)
     row = t[(t.op == "add") & (t.control == -1) & (t.metric == "kl")].iloc[0]
     assert row["value"] == pytest.approx(kl["value"].mean(), abs=1e-12)
+
+
+def test_an_alpha_past_the_number_range_names_the_cell_not_float32(lm, evalset, tmp_path) -> None:
+    """alpha 1e308 overflows the residual stream: the error names the cell and the alpha, and
+    does not tell a float32 model to try float32 (#21)."""
+    from liref_lens import DirectionSet
+
+    ds = DirectionSet(torch.ones(1, lm.d_model), layers=(1,))
+    cfg = ExperimentConfig(layers=(1,), alphas=(1e308,), n_random=0, n_boot=10)
+    with pytest.raises(ValueError) as err:
+        Experiment(lm, ds, evalset, cfg, allow_transfer=True).run(tmp_path / "x", progress=False)
+    text = str(err.value)
+    assert "add at layer 1 with alpha 1e+308 (the fitted direction)" in text
+    assert "model dtype float32" in text and "use a smaller |alpha|" in text
+    assert "try float32" not in text and "load the model in float32" not in text

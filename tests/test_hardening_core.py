@@ -278,3 +278,23 @@ def test_resume_refuses_the_same_model_in_another_dtype(
     Experiment(lm, _set(lm), evalset, _cfg()).run(tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"the model dtype changed \(torch.float32 -> torch.bf"):
         Experiment(bf16, _set(bf16), evalset, _cfg()).run(tmp_path / "run", progress=False)
+
+
+def test_resume_refuses_the_other_attention_path(lm: LensModel, evalset, tmp_path) -> None:
+    # fused (SDPA) and eager attention agree to rounding in float32, but change greedy tokens
+    # in bfloat16: a folder computed on one path must not be completed on the other (#21)
+    if lm.attention_path != "sdpa":
+        assert lm.backend == "hooked_transformer"  # the legacy model never fuses
+        return
+    Experiment(lm, _set(lm), evalset, _cfg()).run(tmp_path / "run", progress=False)
+    lm.sdpa = False
+    try:
+        assert lm.attention_path == "eager"
+        with pytest.raises(ValueError, match=r"the attention changed \(sdpa -> eager\)"):
+            Experiment(lm, _set(lm), evalset, _cfg()).run(tmp_path / "run", progress=False)
+        # and a change made after the experiment was built is seen too
+        exp = Experiment(lm, _set(lm), evalset, _cfg())
+        lm.sdpa = True
+        exp.run(tmp_path / "run", progress=False)  # same path as the folder: resumes
+    finally:
+        lm.sdpa = True

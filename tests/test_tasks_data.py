@@ -1,11 +1,13 @@
 """Real benchmark files: the samples shipped in the package, and the full files they came from.
 
-The full files live in ``shared/data`` next to the repository (``../shared/data``); CI has a copy
-there. They are required: if the folder is absent these tests fail and say where it must be.
+The full files live in ``shared/data`` next to the repository (``../shared/data``, or
+``$LIREF_LENS_DATA``); CI has a copy there. A user's clone does not: there the tests that need
+them are deselected and the run says so (tests/needs.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -14,12 +16,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tests.needs import data_dir
 
 from liref_lens.tasks import (
     CATEGORY_LABELS,
     MEMORY,
     REASONING,
     MissingColumnError,
+    NoAnswersError,
+    TaskFileError,
     load_gsm8k,
     load_mgsm,
     load_mmlu_pro,
@@ -30,19 +35,21 @@ from liref_lens.tasks import (
 from liref_lens.tasks.builtin import BUILTIN_MGSM_LANGUAGES, DATA_DIR
 
 ROOT = Path(__file__).parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 MMLU_ZIP = "mmlu_pro_questions_with_llama3_8b_outputs.zip"
 
 
 @pytest.fixture(scope="module")
 def shared() -> Path:
-    if not (SHARED / "README.md").is_file():
+    """The full files. Tests using this fixture are deselected, with the reason printed, where
+    the folder is missing (tests/needs.py); with LIREF_LENS_REQUIRE=data they fail here."""
+    folder = data_dir()
+    if not (folder / "README.md").is_file():
         pytest.fail(
-            f"the full benchmark files are missing: expected them in {SHARED} (shared/data next "
-            "to the repository, with gsm8k_test.jsonl, mgsm/, nq_open_dev.jsonl and the MMLU-Pro "
-            "zip); copy them there to run these tests"
+            f"the full benchmark files are missing: expected them in {folder} (shared/data next "
+            "to the repository, or LIREF_LENS_DATA, with gsm8k_test.jsonl, mgsm/, "
+            "nq_open_dev.jsonl and the MMLU-Pro zip); copy them there to run these tests"
         )
-    return SHARED
+    return folder
 
 
 # ----- shipped samples --------------------------------------------------------------------
@@ -188,3 +195,68 @@ def test_missing_column_names_file_column_and_columns_found(tmp_path: Path) -> N
     mmlu.write_text(json.dumps([{"question": "q", "options": ["a", "b"], "category": "law"}]))
     with pytest.raises(MissingColumnError, match="'answer' or 'answer_index'"):
         load_mmlu_pro(mmlu)
+
+
+# ----- provenance, bad copies and question-only files made from the full files ----------------
+def test_full_files_record_their_sha256(shared: Path) -> None:
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for task, path in (
+        (load_gsm8k(shared / "gsm8k_test.jsonl"), shared / "gsm8k_test.jsonl"),
+        (load_nq_open(shared / "nq_open_dev.jsonl"), shared / "nq_open_dev.jsonl"),
+        (load_mmlu_pro(shared / MMLU_ZIP), shared / MMLU_ZIP),
+        (
+            load_mgsm(str(shared / "mgsm" / "mgsm_{config}.tsv"), language="sw"),
+            shared / "mgsm" / "mgsm_sw.tsv",
+        ),
+    ):
+        assert task.source == str(path.resolve()) and task.source_sha256 == sha(path)
+        assert json.loads(json.dumps(task.provenance)) == task.provenance
+
+
+def test_full_files_in_another_encoding_name_offset_and_line(shared: Path, tmp_path: Path) -> None:
+    for name, encoding in (("mgsm_fr.tsv", "cp1252"), ("mgsm_zh.tsv", "gb18030")):
+        text = (shared / "mgsm" / name).read_text(encoding="utf-8")
+        data = text.encode(encoding)
+        path = tmp_path / name
+        path.write_bytes(data)
+        first = next(i for i, b in enumerate(data) if b >= 0x80)
+        with pytest.raises(TaskFileError) as err:
+            load_mgsm(path, language=name[5:7])
+        message = str(err.value)
+        line = data[:first].count(b"\n") + 1
+        assert f"(byte 0x{data[first]:02x} at offset {first}, line {line})" in message
+        assert f"iconv -f latin1 -t utf-8 {path}" in message and "\n" not in message
+
+
+def test_full_files_cut_short_name_the_cut_line(shared: Path, tmp_path: Path) -> None:
+    data = (shared / "nq_open_dev.jsonl").read_bytes()
+    cut = len(data) // 2
+    while data[cut - 1 : cut] == b"\n":  # a cut at a line boundary leaves valid, shorter JSONL
+        cut += 7
+    path = tmp_path / "nq_open_dev.jsonl"
+    path.write_bytes(data[:cut])
+    with pytest.raises(TaskFileError, match="the last record is cut off") as err:
+        load_nq_open(path)
+    line = data[:cut].count(b"\n") + 1
+    assert f", line {line}: " in str(err.value)
+    archive = (shared / MMLU_ZIP).read_bytes()
+    (tmp_path / "mmlu.zip").write_bytes(archive[: len(archive) - 1000])
+    with pytest.raises(TaskFileError, match="not a readable zip archive"):
+        load_mmlu_pro(tmp_path / "mmlu.zip")
+
+
+def test_question_only_copy_of_nq_open_reads_but_does_not_score(
+    shared: Path, tmp_path: Path
+) -> None:
+    rows = _jsonl(shared / "nq_open_dev.jsonl")
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps({"question": r["question"]}) + "\n" for r in rows))
+    task = load_nq_open(path)
+    assert len(task) == len(rows) and not task.has_answers
+    assert task.prompts()[:2] == [f"Q: {r['question']}\nA: " for r in rows[:2]]
+    with pytest.raises(NoAnswersError, match="this task has no answers"):
+        task.evaluate([""] * len(task))
+    sampled = load_task("nq_open", source=path, sample=50, seed=0)
+    assert len(sampled) == 50 and sampled.provenance["selection"][-1]["seed"] == 0

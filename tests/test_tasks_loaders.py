@@ -113,12 +113,15 @@ def test_load_gsm8k_jsonl() -> None:
 
 
 def test_load_gsm_symbolic_json_groups_variants() -> None:
-    task = load_gsm_symbolic(DATA / "gsm_symbolic_test.json")
+    task = load_gsm_symbolic(DATA / "gsm_symbolic_test.json", config="main")
     assert task.name == "gsm_symbolic"
     assert [item.group for item in task] == ["41", "41", "88"]
     assert [item.id for item in task] == ["7-0", "7-1", "9-0"]
     assert [item.answer for item in task] == [12.0, 15.0, 25.0]
     assert task.items[0].meta["original_answer"].endswith("#### 12")
+    # the template id and the instance number are kept as they are in the file
+    assert [(i.meta["template_id"], i.meta["instance"]) for i in task] == [(7, 0), (7, 1), (9, 0)]
+    # this file's name does not say which variant it holds: config decides
     assert load_gsm_symbolic(DATA / "gsm_symbolic_test.json", config="p1").name.endswith("p1")
 
 

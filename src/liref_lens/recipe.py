@@ -85,6 +85,9 @@ def fit_run(
         "memory_task": memory.name,
         "n_reasoning": len(reasoning),
         "n_memory": len(memory),
+        # where the questions came from: file paths and SHA-256, and how they were selected
+        "reasoning_data": reasoning.provenance,
+        "memory_data": memory.provenance,
         "site": site,
         "position": position,
         "layers": list(layers),
@@ -143,14 +146,41 @@ def _wide(table: pd.DataFrame, keys: list[str], column: str, main: str) -> pd.Da
     return wide.reset_index()
 
 
+def _read(path: Path, read: Any, writer: str) -> Any:
+    """``read(path)``, or one line naming the file, what is wrong and how to remake it."""
+    try:
+        return read(path)
+    except FileNotFoundError as err:
+        missing = Path(err.filename) if err.filename else path
+        raise FileNotFoundError(
+            f"{missing} is missing from the run folder; rerun `{writer}` with --out {path.parent}"
+        ) from None
+    except (ValueError, KeyError, OSError, UnicodeDecodeError) as err:
+        what = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(
+            f"{path} is damaged ({type(err).__name__}: {what}); rerun `{writer}` into a new "
+            "--out folder"
+        ) from None
+
+
+_FIT_KEYS = ("reasoning_task", "memory_task", "n_reasoning", "n_memory")
+
+
+def _fit_info(path: Path) -> dict[str, Any]:
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(info, dict) or any(k not in info for k in _FIT_KEYS):
+        raise ValueError(f"expected a JSON object with the keys {', '.join(_FIT_KEYS)}")
+    return info
+
+
 def report_run(run_dir: str | Path) -> Path:
     """Write ``report.html`` for a run folder made by `fit_run` and/or `sweep_run`."""
     run = Path(run_dir)
     report = Report(f"liref_lens run: {run.name}")
     findings = []
     if (run / "scores.csv").exists():
-        scores = pd.read_csv(run / "scores.csv")
-        info = json.loads((run / "fit.json").read_text())
+        scores = _read(run / "scores.csv", pd.read_csv, "liref-lens fit")
+        info = _read(run / "fit.json", _fit_info, "liref-lens fit")
         report.config["fit"] = info
         auc = scores[scores["score"] == "auroc"].sort_values("value", ascending=False).iloc[0]
         findings.append(
@@ -169,7 +199,7 @@ def report_run(run_dir: str | Path) -> Path:
             sort_by="auroc",
         )
     if (run / "sweep" / "results.parquet").exists():
-        results = Results.load(run / "sweep")
+        results = _read(run / "sweep", Results.load, "liref-lens sweep")
         t = results.table
         report.config["sweep"] = json.loads(results.config.to_json())
         metric = "gen_acc" if "gen_acc" in set(t["metric"]) else "kl"

@@ -49,8 +49,6 @@ __all__ = ["VLLMEngine", "load_vllm"]
 
 _INSTALL = 'pip install "liref-lens[vllm]" (a CPU-only machine: see docs/how-to/vllm.md)'
 _EXTENSION = "liref_lens.backends._vllm_hooks.WorkerExtension"
-_ATTENTION_INTERNALS = ("q", "k", "v", "z", "pattern", "attn_scores", "rot_q", "rot_k")
-_FINGERPRINT_SAMPLES = 4096
 
 
 def load_vllm(

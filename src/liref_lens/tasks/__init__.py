@@ -1,16 +1,36 @@
 """Benchmarks as `Task` objects: items, prompts, answer parsers, reasoning/memory labels.
 
-One module per benchmark (`gsm8k` with GSM-Symbolic, `mgsm`, `mmlu_pro`, `popqa`, `ceval`),
-plus `nq_open`), each with a loader that reads the Hugging Face Hub, local files (`sources`) or
-the samples shipped with the package (``source="builtin"``, `builtin`), the prompt
-formats of Hong et al. (2025), and a parser that counts failures instead of guessing.
+One module per benchmark (`gsm8k`, `gsm_symbolic`, `mgsm`, `mmlu_pro`, `popqa`, `ceval`,
+`nq_open`), each with a loader that reads the Hugging Face Hub, local files (`sources`,
+`files`) or the samples shipped with the package (``source="builtin"``, `builtin`), the prompt
+formats of Hong et al. (2025), and a parser that counts failures instead of guessing. Every
+loaded task records its source and the SHA-256 of its files (`provenance`); `Task.sample` draws
+a seeded random sample, one template at a time (`sampling`).
 """
 
-from . import builtin, ceval, gsm8k, mgsm, mmlu_pro, nq_open, parsers, popqa, prompts, sources
-from .base import MEMORY, REASONING, Answer, Item, Parsed, Task, label_from_value
+from . import (
+    builtin,
+    ceval,
+    files,
+    gsm8k,
+    gsm_symbolic,
+    labels,
+    mgsm,
+    mmlu_pro,
+    nq_open,
+    parsers,
+    popqa,
+    prompts,
+    provenance,
+    sampling,
+    sources,
+)
+from .base import MEMORY, REASONING, Answer, Item, NoAnswersError, Parsed, Task, label_from_value
 from .ceval import CEVAL_HARD, load_ceval
 from .evaluation import EvalResult
-from .gsm8k import WEI_EXEMPLARS, load_gsm8k, load_gsm_symbolic
+from .files import TaskFileError
+from .gsm8k import WEI_EXEMPLARS, load_gsm8k
+from .gsm_symbolic import load_gsm_symbolic
 from .mgsm import load_mgsm
 from .mmlu_pro import CATEGORY_LABELS, load_mmlu_pro
 from .nq_open import load_nq_open
@@ -42,13 +62,18 @@ __all__ = [
     "HubUnavailableError",
     "Item",
     "MissingColumnError",
+    "NoAnswersError",
     "Parsed",
     "Task",
+    "TaskFileError",
     "builtin",
     "ceval",
+    "files",
     "gsm8k",
+    "gsm_symbolic",
     "exact_match_any",
     "label_from_value",
+    "labels",
     "letters_equal",
     "load_ceval",
     "load_gsm8k",
@@ -73,7 +98,9 @@ __all__ = [
     "parsers",
     "popqa",
     "prompts",
+    "provenance",
     "qa_prompt",
     "read_local",
+    "sampling",
     "sources",
 ]

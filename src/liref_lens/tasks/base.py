@@ -5,38 +5,45 @@ A task is data (a tuple of `Item`) plus three small functions: a prompt builder 
 answer out of a generation, and a matcher that compares it with the gold answer. Evaluation
 counts the generations it cannot parse and scores them as wrong; it never substitutes a guess.
 
+A task loaded from a file knows where it came from (`Task.provenance`: the path, the file's
+SHA-256 and how items were selected, see `liref_lens.tasks.provenance`). A task may have no
+answers (a question-only file, read for its activations); scoring it raises `NoAnswersError`.
+
 Items are plain Python objects held in memory; the largest benchmark here (MMLU-Pro test, about
 12k questions) takes a few tens of MB.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 from .evaluation import EvalResult
+from .labels import MEMORY, REASONING, attach_labels, label_from_value
+from .provenance import with_selection
+from .sampling import round_robin
 
 __all__ = [
     "MEMORY",
     "REASONING",
     "Answer",
     "Item",
+    "NoAnswersError",
     "Parsed",
     "Task",
     "label_from_value",
 ]
 
-REASONING = "reasoning"
-MEMORY = "memory"
-
 Answer: TypeAlias = str | float | tuple[str, ...]
 """A gold or predicted answer: a number, an option letter, or (PopQA) the accepted strings."""
 
 Style = Literal["zero_shot", "few_shot"]
+
+
+class NoAnswersError(ValueError):
+    """A task without gold answers was asked to parse or score generations."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,8 @@ class Item:
 
     Attributes:
         question: The question text (for multiple choice, without the options).
-        answer: The gold answer: a float, an option letter, or a tuple of accepted strings.
+        answer: The gold answer: a float, an option letter, or a tuple of accepted strings;
+            ``None`` for a question without an answer (read for activations only).
         label: ``"reasoning"``, ``"memory"`` or any label of your own; ``None`` if unlabelled.
         score: A continuous reasoning score (higher means more reasoning), if known.
         group: Items sharing a group are variants of one source question (GSM-Symbolic).
@@ -55,7 +63,7 @@ class Item:
     """
 
     question: str
-    answer: Answer
+    answer: Answer | None
     label: str | None = None
     score: float | None = None
     group: str | None = None
@@ -81,33 +89,6 @@ class Parsed:
         return self.value is None
 
 
-def label_from_value(value: Any, threshold: float = 0.5) -> tuple[str | None, float | None]:
-    """Turn an annotation into ``(label, score)``.
-
-    A number (or numeric string) is a reasoning score: the label is ``"reasoning"`` if it is
-    strictly greater than ``threshold``, else ``"memory"``. Any other string is the label itself.
-
-    Example:
-        >>> label_from_value(0.8)
-        ('reasoning', 0.8)
-        >>> label_from_value("0.5")
-        ('memory', 0.5)
-        >>> label_from_value("memory")
-        ('memory', None)
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None, None
-    if isinstance(value, bool):
-        raise TypeError(f"a label must be a string or a number, not the boolean {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return (value.strip() or None), None
-    score = float(value)
-    return (REASONING if score > threshold else MEMORY), score
-
-
 def qa_prompt(item: Item) -> str:
     """The zero-shot reading prompt, ``"Q: {question}\\nA: "``."""
     return f"Q: {item.question}\nA: "
@@ -126,6 +107,8 @@ class Task:
         few_shot: Builds the few-shot prompt of an item, or ``None`` if the task has no
             exemplars.
         stop: A generation is cut at the first of these strings before parsing.
+        provenance: Where the items came from and how they were selected (JSON-ready; keys in
+            `liref_lens.tasks.provenance`); empty for a task built by hand.
 
     Example:
         >>> from liref_lens.tasks import Item, Task, numbers_equal, parse_number
@@ -144,10 +127,45 @@ class Task:
     zero_shot: Callable[[Item], str] = qa_prompt
     few_shot: Callable[[Item], str] | None = None
     stop: tuple[str, ...] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _unanswered: tuple[int, ...] = field(init=False, default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "stop", tuple(self.stop))
+        unanswered = tuple(i for i, item in enumerate(self.items) if item.answer is None)
+        object.__setattr__(self, "_unanswered", unanswered)
+
+    @property
+    def source(self) -> str | None:
+        """The file (absolute path) or hub id the items came from, if known."""
+        return self.provenance.get("source")
+
+    @property
+    def source_sha256(self) -> str | None:
+        """The SHA-256 of the source file (of the manifest of several files); ``None`` if not
+        a local source."""
+        return self.provenance.get("sha256")
+
+    @property
+    def has_answers(self) -> bool:
+        """Whether every item has a gold answer (needed to parse and score generations)."""
+        return not self._unanswered
+
+    def _require_answers(self) -> None:
+        if not self._unanswered:
+            return
+        where = f" ({self.source})" if self.source else ""
+        if len(self._unanswered) == len(self.items):
+            raise NoAnswersError(
+                f"{self.name}{where}: this task has no answers: it can be used to read "
+                "activations, not to score generations"
+            )
+        raise NoAnswersError(
+            f"{self.name}{where}: {len(self._unanswered)} of {len(self.items)} items have no "
+            f"answer (the first is item {self._unanswered[0]}); keep the others with "
+            "task.filter(lambda item: item.answer is not None) to score generations"
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -181,7 +199,12 @@ class Task:
         return [self.prompt(item, style) for item in self.items]
 
     def parse_detailed(self, text: str) -> Parsed:
-        """Cut ``text`` at the first stop string, then parse it, keeping how it was parsed."""
+        """Cut ``text`` at the first stop string, then parse it, keeping how it was parsed.
+
+        Raises:
+            NoAnswersError: the task has no gold answers (nothing to score a parse against).
+        """
+        self._require_answers()
         text = text.lstrip()
         cuts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         return self.parser(text[: min(cuts)] if cuts else text)
@@ -192,6 +215,9 @@ class Task:
 
     def is_correct(self, prediction: Answer | None, item: Item) -> bool:
         """Whether ``prediction`` matches the gold answer of ``item``; ``None`` is wrong."""
+        if item.answer is None:
+            self._require_answers()
+            raise NoAnswersError(f"{self.name}: item {item.id!r} has no answer to compare with")
         return prediction is not None and self.matcher(prediction, item.answer)
 
     def evaluate(self, generations: Sequence[str], strict: bool = False) -> EvalResult:
@@ -200,7 +226,11 @@ class Task:
         Args:
             generations: ``generations[i]`` answers ``items[i]``.
             strict: Count answers found only by a fallback rule as parse failures.
+
+        Raises:
+            NoAnswersError: the task (or some of its items) has no gold answers.
         """
+        self._require_answers()
         if len(generations) != len(self.items):
             raise ValueError(f"{len(generations)} generations for {len(self.items)} items")
         parsed = [self.parse_detailed(text) for text in generations]
@@ -219,18 +249,44 @@ class Task:
             labels=self.labels,
         )
 
+    def _select(self, items: Sequence[Item], step: Mapping[str, Any]) -> Task:
+        return replace(self, items=tuple(items), provenance=with_selection(self.provenance, step))
+
     def filter(self, keep: Callable[[Item], bool]) -> Task:
         """The task restricted to the items for which ``keep(item)`` is true."""
-        return replace(self, items=tuple(item for item in self.items if keep(item)))
+        return self._select([item for item in self.items if keep(item)], {"filter": "custom"})
 
     def take(self, n: int) -> Task:
-        """The first ``n`` items."""
-        return replace(self, items=self.items[:n])
+        """The first ``n`` items, in order (all of them if there are fewer)."""
+        if n < 0:
+            raise ValueError(f"cannot take {n} items; n must be 0 or more")
+        return self._select(self.items[:n], {"first": n})
 
-    def sample(self, n: int, seed: int = 0) -> Task:
-        """``n`` items drawn without replacement, in their original order."""
-        keep = sorted(random.Random(seed).sample(range(len(self.items)), min(n, len(self.items))))
-        return replace(self, items=tuple(self.items[i] for i in keep))
+    def sample(self, n: int, seed: int = 0, *, per_group: bool = True) -> Task:
+        """``n`` items drawn at random (seeded, without replacement), kept in their order.
+
+        With ``per_group`` (the default), items that share a `Item.group` (the variants of one
+        GSM-Symbolic template) are drawn round-robin over the groups, in a seeded random order
+        (`liref_lens.tasks.sampling.round_robin`): ``n`` up to the number of groups gives
+        ``n`` different groups, never ``n`` variants of one. Items without a group, or
+        ``per_group=False``, give a plain random sample. Asking for more items than there are
+        gives all of them. Use `take` for the first ``n``.
+
+        Example:
+            >>> from liref_lens.tasks import Item, Task, numbers_equal, parse_number
+            >>> items = [Item(f"t{t} v{v}", 1.0, group=f"t{t}") for t in range(5) for v in range(9)]
+            >>> task = Task("toy", items, parser=parse_number, matcher=numbers_equal)
+            >>> sorted(item.group for item in task.sample(5, seed=0))
+            ['t0', 't1', 't2', 't3', 't4']
+            >>> [item.group for item in task.take(5)]
+            ['t0', 't0', 't0', 't0', 't0']
+            >>> task.sample(5, seed=0).provenance["selection"]
+            [{'sample': 5, 'seed': 0, 'per_group': True}]
+        """
+        groups = [item.group if per_group else None for item in self.items]
+        keep = round_robin(groups, n, seed)
+        step = {"sample": n, "seed": seed, "per_group": per_group}
+        return self._select([self.items[i] for i in keep], step)
 
     def by_label(self) -> dict[str, Task]:
         """One task per label (unlabelled items are left out)."""
@@ -238,7 +294,7 @@ class Task:
         return {label: self._with_label(label) for label in labels}
 
     def _with_label(self, label: str) -> Task:
-        return self.filter(lambda item: item.label == label)
+        return self._select([i for i in self.items if i.label == label], {"label": label})
 
     def split(self, first: str = REASONING, second: str = MEMORY) -> tuple[Task, Task]:
         """The ``(reasoning, memory)`` tasks, or any two labels."""
@@ -275,30 +331,12 @@ class Task:
             >>> task.with_labels({"1": 0.9, "2": "memory"}).labels
             ('reasoning', 'memory')
         """
-        if missing not in ("error", "keep", "drop") or key not in ("id", "question"):
-            raise ValueError(f"bad missing={missing!r} or key={key!r}")
-        if isinstance(source, Mapping):
-            mapping = {str(k): v for k, v in source.items()}
-        else:
-            from .sources import read_local
-
-            rows = read_local(Path(source))
-            absent = [f for f in (id_field, label_field) if rows and f not in rows[0]]
-            if absent:
-                raise KeyError(f"{source}: no column {absent[0]!r}; columns: {list(rows[0])}")
-            mapping = {str(row[id_field]): row[label_field] for row in rows}
-        items = []
-        for item in self.items:
-            k = item.id if key == "id" else item.question
-            if k is None or str(k) not in mapping:
-                if missing == "error":
-                    raise KeyError(
-                        f"{self.name}: item {k!r} has no label in the source; pass "
-                        "missing='drop' or missing='keep' to allow unlabelled items"
-                    )
-                if missing == "keep":
-                    items.append(item)
-                continue
-            label, score = label_from_value(mapping[str(k)], threshold)
-            items.append(replace(item, label=label, score=item.score if score is None else score))
-        return replace(self, items=tuple(items))
+        return attach_labels(
+            self,
+            source,
+            id_field=id_field,
+            label_field=label_field,
+            threshold=threshold,
+            key=key,
+            missing=missing,
+        )

@@ -36,6 +36,7 @@ from typing import Any
 from .base import Item, Task
 from .parsers import letters_equal, parse_choice
 from .prompts import format_options, mc_qa_prompt
+from .provenance import describe_source
 from .sources import has_splits, load_rows, require_columns, resolve_local
 
 __all__ = ["CEVAL_HARD", "SUBJECT_NAMES", "few_shot_prompt", "load_ceval"]
@@ -114,7 +115,7 @@ def _rows(
     source: str | os.PathLike[str], subjects: Sequence[str], split: str, n: int | None
 ) -> list[tuple[str, dict[str, Any]]]:
     """(subject, row) pairs, at most ``n`` per subject."""
-    if "{config}" in os.fspath(source) or resolve_local(source, split=split) is None:
+    if _per_subject(source, split):
         return [
             (subject, row)
             for subject in subjects
@@ -133,7 +134,31 @@ def _rows(
         if subject in subjects and counts.get(subject, 0) < (n if n is not None else len(rows)):
             counts[subject] = counts.get(subject, 0) + 1
             pairs.append((subject, row))
+    if not pairs:
+        found = sorted({str(row.get("subject")) for row in rows})
+        raise ValueError(
+            f"{source}: no questions of the subjects {list(subjects)}; the subjects there are "
+            f"{found}"
+        )
     return pairs
+
+
+def _per_subject(source: str | os.PathLike[str], split: str) -> bool:
+    """Whether ``source`` is read once per subject (a hub id or a ``{config}`` path)."""
+    return "{config}" in os.fspath(source) or resolve_local(source, split=split) is None
+
+
+def _provenance(
+    source: str | os.PathLike[str], subjects: Sequence[str], split: str, n: int | None
+) -> dict[str, Any]:
+    if _per_subject(source, split):
+        record = describe_source(source, configs=subjects, split=split)
+    else:
+        record = describe_source(source, split=split)
+        record["config"] = list(subjects)
+    if n is not None:
+        record["selection"].append({"first_per_subject": n})
+    return record
 
 
 def _items(pairs: Sequence[tuple[str, dict[str, Any]]], label: str | None) -> list[Item]:
@@ -175,7 +200,8 @@ def load_ceval(
         source: Hub id or local path (see the module docstring).
         subjects: The subjects (hub configurations) to load.
         split: ``"val"`` or ``"dev"`` (``"test"`` has no answers).
-        n: Keep the first ``n`` questions of each subject.
+        n: Keep the first ``n`` questions of each subject (`Task.sample` draws a random
+            sample instead).
         label: Label given to every item.
         exemplar_source: Where the few-shot exemplars come from; by default ``source`` when it
             has splits. A single local file has none: the task then has no few-shot prompt.
@@ -186,12 +212,14 @@ def load_ceval(
     pairs = _rows(source, subjects, split, n)
     require_columns([row for _, row in pairs], ["question", *LETTERS], source)
     items = _items(pairs, label)
+    provenance = _provenance(source, subjects, split, n)
     if exemplar_source is None and has_splits(source, config=subjects[0]):
         exemplar_source = source
     few_shot = None
     if exemplar_source is not None:
         exemplars = _items(_rows(exemplar_source, subjects, exemplar_split, None), None)
         few_shot = partial(few_shot_prompt, exemplars=tuple(exemplars), n_shot=n_shot)
+        provenance["exemplars"] = _provenance(exemplar_source, subjects, exemplar_split, None)
     return Task(
         name="ceval_h" if set(subjects) == set(CEVAL_HARD) else "ceval",
         items=tuple(items),
@@ -200,4 +228,5 @@ def load_ceval(
         zero_shot=mc_qa_prompt,
         few_shot=few_shot,
         stop=(),
+        provenance=provenance,
     )

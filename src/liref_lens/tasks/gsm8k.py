@@ -1,10 +1,8 @@
-"""GSM8K and GSM-Symbolic: grade-school math word problems with a numeric answer.
+"""GSM8K: grade-school math word problems with a numeric answer (GSM-Symbolic: `gsm_symbolic`).
 
-Sources: ``openai/gsm8k`` (config ``"main"``, splits train/test) and ``apple/GSM-Symbolic``
-(configs ``"main"``, ``"p1"``, ``"p2"``, split test). Both store a worked solution ending in
-``#### N``; the gold answer is N as a float. GSM-Symbolic items of one template share their
-``group`` (the ``original_id`` of the GSM8K question they vary). Items are labelled
-``"reasoning"`` by default.
+Source: ``openai/gsm8k`` (config ``"main"``, splits train/test). Rows store a worked solution
+ending in ``#### N``; the gold answer is N as a float. Items are labelled ``"reasoning"`` by
+default.
 
 Prompts:
 
@@ -22,11 +20,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .base import REASONING, Item, Task
 from .builtin import builtin_source, is_builtin
 from .parsers import NUMBER, numbers_equal, parse_number, to_number
+from .provenance import describe_source
 from .sources import load_rows, require_columns
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "gold_from_solution",
     "gsm_task",
     "load_gsm8k",
-    "load_gsm_symbolic",
 ]
 
 WEI_EXEMPLARS: tuple[tuple[str, str, int], ...] = (
@@ -130,7 +129,7 @@ def gold_from_solution(solution: str) -> float:
     return to_number(match.group(1))
 
 
-def gsm_task(name: str, items: Sequence[Item]) -> Task:
+def gsm_task(name: str, items: Sequence[Item], provenance: Mapping[str, Any] | None = None) -> Task:
     """A GSM-family task: numeric answers, Wei et al. 8-shot chain-of-thought prompts."""
     return Task(
         name=name,
@@ -139,6 +138,7 @@ def gsm_task(name: str, items: Sequence[Item]) -> Task:
         matcher=numbers_equal,
         few_shot=few_shot_prompt,
         stop=STOP,
+        provenance=provenance or {},
     )
 
 
@@ -157,18 +157,22 @@ def load_gsm8k(
         source: Hub id, local path, or ``"builtin"``.
         config: Hub configuration.
         split: ``"test"`` or ``"train"``.
-        n: Keep the first ``n`` questions.
+        n: Keep the first ``n`` questions (`Task.sample` draws a random sample instead).
         label: Label given to every item.
 
     Example:
         >>> task = load_gsm8k("builtin")
         >>> len(task), task.items[0].answer, task.labels[0]
         (250, 18.0, 'reasoning')
+        >>> task.source.endswith("gsm8k_test_sample.jsonl"), len(task.source_sha256)
+        (True, 64)
     """
-    if is_builtin(source):
+    builtin = is_builtin(source)
+    if builtin:
         source = builtin_source("gsm8k")
     rows = load_rows(source, config=config, split=split, n=n)
     require_columns(rows, ["question", "answer"], source)
+    provenance = describe_source(source, config=config, split=split, builtin=builtin, n=n)
     items = [
         Item(
             question=row["question"],
@@ -179,37 +183,4 @@ def load_gsm8k(
         )
         for i, row in enumerate(rows)
     ]
-    return gsm_task("gsm8k", items)
-
-
-def load_gsm_symbolic(
-    source: str | os.PathLike[str] = "apple/GSM-Symbolic",
-    *,
-    config: str = "main",
-    split: str = "test",
-    n: int | None = None,
-    label: str | None = REASONING,
-) -> Task:
-    """GSM-Symbolic (``config`` ``"main"``, ``"p1"`` or ``"p2"``); group = ``original_id``.
-
-    Item ids are ``"{id}-{instance}"`` (template id and instance number).
-    """
-    rows = load_rows(source, config=config, split=split, n=n)
-    require_columns(rows, ["question", "answer"], source)
-    items = [
-        Item(
-            question=row["question"],
-            answer=gold_from_solution(row["answer"]),
-            label=label,
-            group=None if row.get("original_id") is None else str(row["original_id"]),
-            id=f"{row.get('id', i)}-{row.get('instance', 0)}",
-            meta={
-                "solution": row["answer"],
-                "original_question": row.get("original_question"),
-                "original_answer": row.get("original_answer"),
-            },
-        )
-        for i, row in enumerate(rows)
-    ]
-    name = "gsm_symbolic" if config == "main" else f"gsm_symbolic_{config}"
-    return gsm_task(name, items)
+    return gsm_task("gsm8k", items, provenance)

@@ -17,14 +17,17 @@ Prompts are those of the GSM family (see `liref_lens.tasks.gsm8k`): zero-shot
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 from .base import REASONING, Item, Task
 from .builtin import builtin_source, is_builtin
+from .files import TaskFileError, read_text
 from .gsm8k import gsm_task
 from .parsers import parse_number, to_number
+from .provenance import describe_source
 from .sources import load_rows, require_columns, resolve_local
 
 __all__ = ["MGSM_LANGUAGES", "load_mgsm"]
@@ -45,18 +48,24 @@ def _gold(row: dict[str, object]) -> float:
     return parsed.value
 
 
-def _read_headerless_tsv(path: Path) -> list[dict[str, Any]]:
+def _read_headerless_tsv(text: str, path: Path) -> list[dict[str, Any]]:
+    lines = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    last = max(i for i, fields in enumerate(lines) if fields)
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(
-                    f"{path}, line {number}: expected 'question<TAB>answer_number' (the MGSM "
-                    f"TSV format), found {len(fields)} fields"
+    for number, fields in enumerate(lines, 1):
+        if not fields:
+            continue
+        if len(fields) != 2:
+            if number - 1 == last and len(fields) < 2 and not text.endswith("\n"):
+                raise TaskFileError(
+                    f"{path}, line {number}: the last line has no answer_number (the file looks "
+                    "truncated); download it again"
                 )
-            rows.append({"question": fields[0], "answer_number": fields[1]})
+            raise TaskFileError(
+                f"{path}, line {number}: expected 'question<TAB>answer_number' (the MGSM "
+                f"TSV format), found {len(fields)} fields"
+            )
+        rows.append({"question": fields[0], "answer_number": fields[1]})
     return rows
 
 
@@ -65,10 +74,9 @@ def _rows(
 ) -> list[dict[str, Any]]:
     local = resolve_local(source, config=language, split=split)
     if local is not None and local.is_file() and local.suffix.lower() == ".tsv":
-        with open(local, encoding="utf-8") as f:
-            first = f.readline().rstrip("\r\n").split("\t")
-        if "question" not in first:  # the released files have no header line
-            rows = _read_headerless_tsv(local)
+        text = read_text(local, nonempty=True)
+        if "question" not in text.split("\n", 1)[0].rstrip("\r").split("\t"):
+            rows = _read_headerless_tsv(text, local)  # the released files have no header line
             return rows if n is None else rows[:n]
     return load_rows(source, config=language, split=split, n=n)
 
@@ -88,7 +96,7 @@ def load_mgsm(
             ``"builtin"``.
         language: The hub configuration, e.g. ``"zh"``.
         split: ``"test"`` (or ``"train"``, the 8 exemplars).
-        n: Keep the first ``n`` questions.
+        n: Keep the first ``n`` questions (`Task.sample` draws a random sample instead).
         label: Label given to every item.
 
     Example:
@@ -100,7 +108,8 @@ def load_mgsm(
         >>> task.name, task.items[0].answer, task.parse("答案是 8。The answer is 8.")
         ('mgsm_zh', 8.0, 8.0)
     """
-    if is_builtin(source):
+    builtin = is_builtin(source)
+    if builtin:
         source = builtin_source("mgsm", language)
     rows = _rows(source, language, split, n)
     require_columns(rows, ["question", ("answer_number", "answer")], source)
@@ -118,4 +127,5 @@ def load_mgsm(
         )
         for i, row in enumerate(rows)
     ]
-    return gsm_task(f"mgsm_{language}", items)
+    provenance = describe_source(source, config=language, split=split, builtin=builtin, n=n)
+    return gsm_task(f"mgsm_{language}", items, provenance)

@@ -43,6 +43,7 @@ from .base import MEMORY, REASONING, Item, Task, label_from_value
 from .builtin import builtin_source, is_builtin
 from .parsers import letters_equal, parse_choice
 from .prompts import LETTERS, format_options, mc_qa_prompt
+from .provenance import describe_source
 from .sources import as_list, has_splits, load_rows, require_columns
 
 __all__ = [
@@ -186,8 +187,9 @@ def load_mmlu_pro(
         source: Hub id, local path (e.g. the annotated file of Hong et al., or the released
             results ``.zip``), or ``"builtin"``.
         split: The split of the questions.
-        n: Keep the first ``n`` questions (after filtering by category).
-        categories: Keep only these categories.
+        n: Keep the first ``n`` questions (after filtering by category; `Task.sample` draws a
+            random sample instead).
+        categories: Keep only these categories (an error if none of them is in the source).
         score_field: The annotation column; ``None`` to leave items unlabelled.
         threshold: A score above it means ``"reasoning"``.
         exemplar_source: Where the few-shot exemplars come from. By default ``source`` itself
@@ -206,14 +208,25 @@ def load_mmlu_pro(
         >>> sorted({item.meta["category"] for item in memory})
         ['health', 'history', 'law', 'psychology']
     """
-    if is_builtin(source):
+    builtin = is_builtin(source)
+    if builtin:
         source = builtin_source("mmlu_pro")
         if category_labels is None:
             category_labels = CATEGORY_LABELS
     rows = load_rows(source, split=split)
     require_columns(rows, _COLUMNS, source)
+    provenance = describe_source(source, split=split, builtin=builtin)
     if categories is not None:
+        found = sorted({str(row.get("category")) for row in rows})
         rows = [row for row in rows if row.get("category") in set(categories)]
+        if not rows:
+            raise ValueError(
+                f"{source}: no questions in the categories {sorted(categories)}; the categories "
+                f"there are {found}"
+            )
+        provenance["selection"].append({"categories": sorted(categories)})
+    if n is not None:
+        provenance["selection"].append({"first": n})
     items = items_from_rows(
         rows[:n] if n is not None else rows, score_field, threshold, category_labels
     )
@@ -223,6 +236,7 @@ def load_mmlu_pro(
     if exemplar_source is not None:
         exemplar_rows = load_rows(exemplar_source, split=exemplar_split)
         require_columns(exemplar_rows, _COLUMNS, exemplar_source)
+        provenance["exemplars"] = describe_source(exemplar_source, split=exemplar_split)
         exemplars = items_from_rows(exemplar_rows, None)
         few_shot = partial(few_shot_prompt, exemplars=tuple(exemplars), n_shot=n_shot)
     return Task(
@@ -233,4 +247,5 @@ def load_mmlu_pro(
         zero_shot=mc_qa_prompt,
         few_shot=few_shot,
         stop=STOP,
+        provenance=provenance,
     )

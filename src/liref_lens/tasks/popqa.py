@@ -17,6 +17,7 @@ import os
 
 from .base import MEMORY, Item, Task
 from .parsers import matches_any, parse_text
+from .provenance import describe_source
 from .sources import as_list, load_rows, require_columns
 
 __all__ = ["load_popqa"]
@@ -36,7 +37,7 @@ def load_popqa(
     Args:
         source: Hub id or local path.
         split: The split (the hub dataset has only ``"test"``).
-        n: Keep the first ``n`` questions.
+        n: Keep the first ``n`` questions (`Task.sample` draws a random sample instead).
         label: Label given to every item.
 
     Example:
@@ -73,4 +74,5 @@ def load_popqa(
         parser=parse_text,
         matcher=matches_any,
         stop=STOP,
+        provenance=describe_source(source, split=split, n=n),
     )

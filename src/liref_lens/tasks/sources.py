@@ -12,25 +12,26 @@ released results come that way). Rows missing a column a loader needs raise
 `MissingColumnError`, naming the file, the column and the columns found (`require_columns`).
 
 A hub source that cannot be reached raises `HubUnavailableError`, which says how to point the
-loader at local files instead.
+loader at local files instead. A local file that cannot give rows (not UTF-8, empty, truncated)
+raises `TaskFileError` (see `liref_lens.tasks.files`, which reads local files).
 """
 
 from __future__ import annotations
 
 import ast
-import io
 import json
-import math
 import os
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .files import LOCAL_SUFFIXES, TaskFileError, read_local
 
 __all__ = [
     "LOCAL_SUFFIXES",
     "HubUnavailableError",
     "MissingColumnError",
+    "TaskFileError",
     "as_list",
     "has_splits",
     "load_rows",
@@ -38,9 +39,6 @@ __all__ = [
     "require_columns",
     "resolve_local",
 ]
-
-LOCAL_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".zip")
-_DISK_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
 
 
 class HubUnavailableError(ConnectionError):
@@ -193,107 +191,6 @@ def _read_hub(source: str, config: str | None, split: str, n: int | None) -> lis
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     return list(ds.to_list())
-
-
-def read_local(path: str | os.PathLike[str], split: str = "test") -> list[dict[str, Any]]:
-    """The rows of a local file, or of a ``save_to_disk`` folder (``split`` of a DatasetDict)."""
-    path = Path(path)
-    if path.is_dir():
-        return _read_disk(path, split)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return _read_json(path.read_text(encoding="utf-8"), path)
-    if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path.read_text(encoding="utf-8"), path)
-    if suffix == ".zip":
-        return _read_zip(path)
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_table(path).to_pylist())
-    raise ValueError(
-        f"{path}: unsupported file type {suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)} "
-        "or a datasets save_to_disk folder"
-    )
-
-
-def _read_disk(path: Path, split: str) -> list[dict[str, Any]]:
-    if not any((path / marker).is_file() for marker in _DISK_MARKERS):
-        raise ValueError(
-            f"{path} is a folder but not a datasets save_to_disk folder; pass one of its data "
-            f"files ({', '.join(LOCAL_SUFFIXES)}) instead, using {{split}} in the path if needed"
-        )
-    import datasets
-
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise ValueError(f"{path} has no split {split!r}; it has {sorted(ds)}")
-        ds = ds[split]
-    return list(ds.to_list())
-
-
-def _read_zip(path: Path) -> list[dict[str, Any]]:
-    with zipfile.ZipFile(path) as archive:
-        members = [
-            m
-            for m in archive.namelist()
-            if m.lower().endswith((".json", ".jsonl", ".ndjson")) and not m.startswith("__MACOSX")
-        ]
-        if len(members) != 1:
-            raise ValueError(
-                f"{path}: a zip archive must hold exactly one .json or .jsonl file; it holds "
-                f"{members or archive.namelist()}"
-            )
-        text = io.TextIOWrapper(archive.open(members[0]), encoding="utf-8").read()
-    inner = Path(f"{path}!{members[0]}")
-    if members[0].lower().endswith(".json"):
-        return _read_json(text, inner)
-    return _read_jsonl(text, inner)
-
-
-def _read_json(text: str, path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:  # JSON Lines named .json (datasets' to_json writes these)
-        return _read_jsonl(text, path)
-    if isinstance(data, dict):
-        values = list(data.values())
-        if len(values) == 1 and isinstance(values[0], list):  # {"data": [records]}
-            data = values[0]
-        elif values and all(isinstance(v, list) for v in values):  # {"column": [values]}
-            data = [dict(zip(data, row, strict=True)) for row in zip(*values, strict=True)]
-        else:  # a single record
-            data = [data]
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise ValueError(f"{path}: expected a list of records (JSON objects)")
-    return data
-
-
-def _read_jsonl(text: str, path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({err})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _read_csv(path: Path, sep: str) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    frame = pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
-    return [
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-        for row in frame.to_dict("records")
-    ]
 
 
 def as_list(value: Any) -> tuple[str, ...]:
