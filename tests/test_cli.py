@@ -38,7 +38,8 @@ def test_fit_sweep_report(model_dirs, tmp_path, capsys) -> None:
     )
     assert rc == 0
     scores = pd.read_csv(run / "scores.csv")
-    assert set(scores["score"]) == {"auroc", "probe_acc", "cohens_d"}
+    assert set(scores["score"]) == {"auroc", "probe_acc", "cohens_d", "cv_auroc"}
+    assert (run / "baselines.csv").is_file()
     assert sorted(set(scores["layer"])) == [1, 2]  # resid_pre layer 0 is the embedding
     info = json.loads((run / "fit.json").read_text())
     assert info["reasoning_task"] == "gsm8k" and info["memory_task"] == "popqa"
@@ -84,25 +85,39 @@ def test_fit_sweep_report(model_dirs, tmp_path, capsys) -> None:
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "Layer-wise separation" in html and "Dose-response" in html
+    assert "Held-out AUROC against the trivial readers" in html
     out = capsys.readouterr().out
     assert "report.html" in out
 
 
 def test_printed_tables_name_their_metric(model_dirs, tmp_path, capsys) -> None:
-    """fit's table is headed 'auroc' and says what it is, with the values of scores.csv."""
+    """fit prints each layer's held-out AUROC next to the best trivial reader with the paired
+    verdict, its in-sample AUROC, the readers, and the layers that beat them: the values of
+    scores.csv and baselines.csv (#22: it printed the in-sample AUROC alone)."""
     run = tmp_path / "run"
     args = ["--reasoning-task", f"gsm8k:{DATA / 'gsm8k_test.jsonl'}"]
     args += ["--memory-task", f"popqa:{DATA / 'popqa_test.csv'}"]
     model = ["--model", str(model_dirs["llama"]), "--device", "cpu", "--out", str(run)]
     assert main(["fit", *model, "--no-progress", "--layers", "1", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("AUROC of the projection on each layer's direction, gsm8k vs popqa")
-    assert out[1].split() == ["layer", "auroc", "ci_low", "ci_high"]
+    assert out[0].startswith("Held-out AUROC of each layer's direction, gsm8k vs popqa")
+    assert out[1].split() == [
+        "layer", "insample_auroc", "heldout_auroc", "ci_low", "ci_high", "baseline",
+        "baseline_auroc", "diff", "diff_low", "diff_high", "beats_baseline",
+    ]  # fmt: skip
     scores = pd.read_csv(run / "scores.csv")
-    auc = scores[scores.score == "auroc"].iloc[0]
-    assert [float(x) for x in out[2].split()] == pytest.approx(
-        [1, auc["value"], auc["ci_low"], auc["ci_high"]], abs=5e-4
-    )
+    held = scores[scores.score == "cv_auroc"].iloc[0]
+    ins = scores[scores.score == "auroc"].iloc[0]
+    row = out[2].split()
+    numbers = [float(x) for x in row[:5] + row[6:10]]
+    want = [1, ins["value"], held["value"], held["ci_low"], held["ci_high"],
+            held["baseline_auroc"], held["diff"], held["diff_low"], held["diff_high"]]  # fmt: skip
+    assert numbers == pytest.approx(want, abs=5e-4)
+    assert row[5] == held["baseline"] and row[10] == str(bool(held["beats_baseline"]))
+    base = pd.read_csv(run / "baselines.csv")
+    assert out[3].startswith("Trivial readers (held out): length ")
+    assert f"{base.set_index('feature').loc['length', 'auroc']:.3f}" in out[3]
+    assert out[4].startswith("Layers that beat every trivial reader: ")
 
 
 def test_cli_errors_are_messages(tmp_path, capsys) -> None:

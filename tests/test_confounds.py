@@ -14,12 +14,16 @@ import liref_lens.confounds as confounds_module
 from liref_lens import LensModel, cache_activations, load_model
 from liref_lens.confounds import (
     against_baselines,
+    auroc_table,
     bag_of_tokens_auroc,
+    baseline_oof,
     confound_baselines,
     layer_cv_auroc,
+    layer_oof,
     length_auroc,
     oof_auroc,
 )
+from liref_lens.verdicts import paired_verdicts
 
 
 @pytest.fixture(scope="module")
@@ -115,20 +119,51 @@ def test_layer_cv_auroc_matches_a_numpy_reimplementation(tiny: LensModel) -> Non
         assert row["ci_low"] <= row["value"] <= row["ci_high"]
 
 
-def test_against_baselines_flags_only_layers_above_the_best_baseline() -> None:
-    layers = pd.DataFrame(
-        {"layer": [1, 2, 3], "score": "cv_auroc", "value": [0.99, 0.95, 0.7],
-         "ci_low": [0.97, 0.89, 0.6], "ci_high": [1.0, 0.99, 0.8]}
-    )  # fmt: skip
-    base = pd.DataFrame(
-        {"feature": ["length", "bag_of_tokens"], "auroc": [0.6, 0.9], "ci_low": [0.5, 0.85],
-         "ci_high": [0.7, 0.95]}
-    )  # fmt: skip
-    out = against_baselines(layers, base)
-    assert out["beats_baseline"].tolist() == [True, False, False]
-    assert set(out["baseline"]) == {"bag_of_tokens"} and set(out["baseline_auroc"]) == {0.9}
-    with pytest.raises(ValueError, match="no baselines"):
-        against_baselines(layers, base.iloc[:0])
+def test_oof_frames_give_the_tables_and_the_paired_verdict(tiny: LensModel) -> None:
+    pos_p = [f"Q: w{i} + w{i % 7} = ? A:" for i in range(12)]
+    neg_p = [f"w{i} w{(i * 3) % 11} w9" for i in range(12)]
+    pos = cache_activations(tiny, pos_p, layers=[1, 2], progress=False)
+    neg = cache_activations(tiny, neg_p, layers=[1, 2], progress=False)
+    lay = layer_oof(pos, neg, cv_folds=4, seed=2, progress=False)
+    base = baseline_oof(tiny.encode(pos_p), tiny.encode(neg_p), tiny.cfg.d_vocab, cv_folds=4,
+                        seed=2)  # fmt: skip
+    # the frames are the scores behind the old tables, same folds, same resamples
+    pd.testing.assert_frame_equal(
+        auroc_table(lay, n_boot=80, seed=2),
+        layer_cv_auroc(pos, neg, cv_folds=4, seed=2, n_boot=80, progress=False),
+    )
+    pd.testing.assert_frame_equal(
+        auroc_table(base, n_boot=80, seed=2),
+        confound_baselines(tiny, pos_p, neg_p, cv_folds=4, seed=2, n_boot=80),
+    )
+    table = against_baselines(lay, base, n_boot=300, seed=2)
+    assert list(table.columns) == [
+        "layer", "score", "value", "ci_low", "ci_high", "baseline", "baseline_auroc", "diff",
+        "diff_low", "diff_high", "beats_baseline",
+    ]  # fmt: skip
+    verdicts = paired_verdicts(lay, base, n_boot=300, seed=2)
+    best = verdicts[verdicts["baseline"] == "best"].set_index("layer")
+    for row in table.itertuples():
+        assert row.diff == pytest.approx(row.value - row.baseline_auroc, abs=1e-12)
+        assert row.diff_low == best.loc[row.layer, "diff_low"]
+        assert row.beats_baseline == (row.diff_low > 0)
+    bt = auroc_table(base, n_boot=0).set_index("feature")["auroc"]
+    assert set(table["baseline"]) == {bt.idxmax()} and set(table["baseline_auroc"]) == {bt.max()}
+
+
+def test_oof_thresholds_are_the_training_folds_class_midpoints() -> None:
+    rng = np.random.default_rng(5)
+    pos = [[1] * int(k) for k in rng.integers(4, 12, 20)]
+    neg = [[2] * int(k) for k in rng.integers(1, 8, 20)]
+    df = baseline_oof(pos, neg, vocab=3, cv_folds=4, seed=1)
+    length = df[df["feature"] == "length"].sort_values("row")
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    lengths = np.array([len(x) for x in pos + neg], float)
+    for k, (tr, te) in enumerate(StratifiedKFold(4, shuffle=True, random_state=1).split(y, y)):
+        cut = (lengths[tr][y[tr] == 1].mean() + lengths[tr][y[tr] == 0].mean()) / 2
+        assert (length["fold"].to_numpy()[te] == k).all()
+        assert np.allclose(length["threshold"].to_numpy()[te], cut)
+    assert np.array_equal(length["score"].to_numpy(), lengths)  # longer is positive here
 
 
 def test_bad_input_is_named() -> None:

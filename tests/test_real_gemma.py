@@ -335,3 +335,9 @@ def test_greedy_generation_equals_transformers_generate(
         )
     assert ours.tokens == theirs[:, batch.input_ids.shape[1] :].tolist()
     assert "100 degrees Celsius" in ours.texts[1]  # a working model, not only a consistent one
+
+
+def test_the_whole_protocol_runs_on_gemma3(gemma: LensModel, tmp_path: Path) -> None:
+    from tests.real_protocol import check_protocol
+
+    check_protocol(gemma, tmp_path / "demo")

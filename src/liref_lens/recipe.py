@@ -24,6 +24,7 @@ import pandas as pd
 
 from ._io import atomic_write_text
 from .cache import cache_activations
+from .designs import Contrast, design_plot, heldout
 from .directions import DirectionSet, diff_in_means, fit_directions
 from .experiment import EvalSet, Experiment, ExperimentConfig, Results
 from .model import LensModel
@@ -55,6 +56,11 @@ def fit_run(
     By default every layer is fitted, except layer 0 for ``resid_pre``: there the residual
     stream is the token embedding, identical for all prompts that end with the template's
     last token, so the difference of means is exactly zero.
+
+    ``scores.csv`` holds the in-sample scores (``auroc``, ``probe_acc``, ``cohens_d``) and the
+    held-out AUROC (``cv_auroc``) of each layer next to the best trivial reader of the prompt
+    (length, bag of tokens) scored on the same folds, with the paired verdict
+    (`liref_lens.designs.heldout`); ``baselines.csv`` the readers themselves.
     """
     out = Path(out_dir)
     if layers is None:
@@ -69,15 +75,22 @@ def fit_run(
     kw: dict[str, Any] = dict(
         layers=list(layers), sites=(site,), position=pos_sel, batch_size=batch_size
     )
-    pos = cache_activations(model, reasoning.prompts("zero_shot"), progress=progress, **kw)
-    neg = cache_activations(model, memory.prompts("zero_shot"), progress=progress, **kw)
+    pos_prompts, neg_prompts = reasoning.prompts("zero_shot"), memory.prompts("zero_shot")
+    pos = cache_activations(model, pos_prompts, progress=progress, **kw)
+    neg = cache_activations(model, neg_prompts, progress=progress, **kw)
     directions = fit_directions(pos, neg, diff_in_means(), model=model)
     folds = max(2, min(5, len(reasoning), len(memory)))  # fewer folds for tiny groups
     scores = separation(
         pos, neg, directions, n_boot=n_boot, seed=seed, cv_folds=folds, progress=progress
     )
+    # held out, next to the trivial readers of the prompt on the same folds (paired verdicts)
+    ids = tuple(map(tuple, model.encode([*pos_prompts, *neg_prompts])))
+    contrast = Contrast("fit", pos, neg, ids, int(model.cfg.d_vocab))
+    held = heldout(contrast, cv_folds=folds, n_boot=n_boot, seed=seed)
+    scores = pd.concat([scores, held.layers], ignore_index=True)
     directions.save(out / "directions.safetensors")
     atomic_write_text(out / "scores.csv", scores.to_csv(index=False))
+    atomic_write_text(out / "baselines.csv", held.baselines.to_csv(index=False))
     info = {
         "model": model.name,
         "fingerprint": model.fingerprint,
@@ -189,7 +202,23 @@ def report_run(run_dir: str | Path) -> Path:
             f"best at layer {int(auc['layer'])}: AUROC {auc['value']:.3f} "
             f"[{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]."
         )
-        report.figure("Layer-wise separation", layer_scores(scores))
+        held = scores[scores["score"] == "cv_auroc"]
+        if len(held):  # runs from before held-out scoring have none
+            best = held.sort_values(["value", "layer"], ascending=[False, True]).iloc[0]
+            beat = held[held["beats_baseline"].astype(bool)]["layer"].astype(int).tolist()
+            findings.append(
+                f"Held out (fitted on the training folds, scored on the held-out fold), the best "
+                f"layer is {int(best['layer'])}: AUROC {best['value']:.3f} [{best['ci_low']:.3f}, "
+                f"{best['ci_high']:.3f}], against {best['baseline_auroc']:.3f} for the best "
+                f"trivial reader of the prompt ({best['baseline']}) on the same folds. Layers "
+                "whose paired interval of the difference lies above 0: "
+                f"{', '.join(map(str, beat)) if beat else 'none'}."
+            )
+            report.figure(
+                "Held-out AUROC against the trivial readers",
+                design_plot(held.assign(design="heldout", contrast="fit")),
+            )
+        report.figure("Layer-wise separation (in sample)", layer_scores(scores))
         report.table(
             "Layer scores",
             _wide(scores, ["layer"], "score", "auroc"),
