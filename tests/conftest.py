@@ -37,7 +37,8 @@ def build_tiny(arch: str, directory: Path, seed: int = 0, **config: object) -> P
     """Save a randomly initialised tiny model of ``arch`` and its tokenizer to ``directory``.
 
     ``config``: extra config fields (e.g. ``scale_attn_weights=False``, a larger
-    ``initializer_range`` so that attention differences show in the logits)."""
+    ``initializer_range`` so that attention differences show in the logits), or sizes of the
+    non-GPT-2 architectures (``hidden_size``, ``intermediate_size``, ...)."""
     import transformers as T
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -51,6 +52,9 @@ def build_tiny(arch: str, directory: Path, seed: int = 0, **config: object) -> P
         num_attention_heads=4,
         max_position_embeddings=64,
     )
+    # config fields that are these sizes replace them (e.g. hidden_size=128 for vLLM, whose CPU
+    # attention needs a head dimension of at least 32)
+    size.update({k: config.pop(k) for k in list(config) if k in size})
     # More architectures, for the fused-attention tests (tests/test_attention.py):
     more = {
         # GPT-NeoX (Pythia): the bridge copies q/k/v out of query_key_value.

@@ -16,9 +16,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 
 
-def test_the_six_tutorials_exist() -> None:
+def test_the_seven_tutorials_exist() -> None:
     names = [p.name for p in NOTEBOOKS]
-    assert [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_"], names
+    assert [n[:3] for n in names] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"], names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

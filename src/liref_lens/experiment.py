@@ -294,14 +294,19 @@ class Experiment:
         *,
         rule: Position | None = None,
         allow_transfer: bool = False,
+        engine: Any = None,
         control_activations: tuple[Activations, Activations] | None = None,
     ) -> None:
         """``rule``: a position selector object (e.g. a `span`) used instead of
         ``config.positions``, whose text then records it. ``allow_transfer``: accept a
         direction set fitted on another model of the same shape (e.g. base -> instruct).
+        ``engine``: generate for ``gen_acc``/``parse_fail`` with this engine instead of
+        `generate` (e.g. a `liref_lens.backends.vllm.VLLMEngine` on the same checkpoint: the
+        baseline and every cell still to compute in one batch); it is part of the identity.
         ``control_activations``: the ``(pos, neg)`` activations the direction was fitted on,
         needed by the ``shuffled`` and ``covariance`` controls (`liref_lens.controls`)."""
         self._position_rule = rule
+        self.engine = engine
         if rule is not None:
             config = replace(config, positions=str(rule))
         self.model = model
@@ -320,6 +325,13 @@ class Experiment:
         check_direction_rows(directions, model)
         self._random: dict[int, torch.Tensor] = {}
         self._norms: dict[int, float] | None = None
+        if engine is not None and (evalset.task is None or self.config.max_new_tokens == 0):
+            raise ValueError(
+                "engine= only generates for gen_acc/parse_fail: give an eval set made by "
+                "EvalSet.from_task and max_new_tokens > 0, or leave engine out"
+            )
+        if engine is not None:
+            engine.check_matches(model, evalset.prompts[0])
         self._drawn = self._draw_controls(control_activations)
         self.identity = self._identity()  # also raises early on a layer without a vector
 
@@ -348,6 +360,9 @@ class Experiment:
                 [list(c) for c in ev.candidates], list(ev.correct), list(ev.candidate_names)
             )
             out["candidate tokens"] = _hash(self._candidate_ids.tolist())
+        if self.engine is not None:
+            # only with an engine, so folders written without one keep their identity
+            out["generation engine"] = _hash(self.engine.identity, self.engine.fingerprint)
         if ev.task is not None and cfg.max_new_tokens > 0:
             task = ev.task
             out["task"] = _hash(
@@ -491,7 +506,11 @@ class Experiment:
         )
 
     def _metrics(
-        self, ops: Sequence[Op], logits: torch.Tensor, base: torch.Tensor
+        self,
+        ops: Sequence[Op],
+        logits: torch.Tensor,
+        base: torch.Tensor,
+        texts: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         out = {"kl": kl_divergence(base, logits), "entropy": entropy(logits)}
         if self.evalset.candidates:
@@ -504,19 +523,32 @@ class Experiment:
             for k, name in enumerate(self.evalset.candidate_names):
                 out[f"choose_{name}"] = (choice == k).double()
         if self.config.max_new_tokens > 0 and self.evalset.task is not None:
-            texts = generate(
-                self.model,
-                list(self.evalset.prompts),
-                self.config.max_new_tokens,
-                ops=ops,
-                batch_size=self.config.batch_size,
-            ).texts
+            if texts is None:
+                texts = generate(
+                    self.model,
+                    list(self.evalset.prompts),
+                    self.config.max_new_tokens,
+                    ops=ops,
+                    batch_size=self.config.batch_size,
+                ).texts
             result = self.evalset.task.evaluate(texts)
             out["gen_acc"] = torch.tensor(result.correct, dtype=torch.float64)
             failed = torch.zeros(len(texts), dtype=torch.float64)
             failed[list(result.failures)] = 1.0
             out["parse_fail"] = failed
         return out
+
+    def _engine_texts(self, todo: list[tuple[str, int, float, int]]) -> dict[Any, list[str]]:
+        """With an engine: the baseline's (key None) and each cell's generated texts, all in
+        one engine batch; without one: nothing (each cell calls `generate`)."""
+        if self.engine is None:
+            return {}
+        gens = self.engine.sweep(
+            self._prompt_ids,
+            [(), *([self.op(*cell)] for cell in todo)],
+            self.config.max_new_tokens,
+        )
+        return dict(zip([None, *todo], (g.texts for g in gens), strict=True))
 
     def _frame(self, cell: tuple[str, int, float, int], values: dict[str, torch.Tensor]) -> Any:
         op, layer, alpha, control = cell
@@ -577,19 +609,21 @@ class Experiment:
         out = Path(out_dir)
         self.identity = self._identity()  # the model's settings may have changed since __init__
         self._check_folder(out, overwrite)
-        base = self._finite(self._logits(()), ("baseline", -1, 0.0, -1))
-        frames = [self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base))]
-        self.computed = 0
         cells = self.config.cells()
+        texts = self._engine_texts([c for c in cells if not _cell_path(out, c).exists()])
+        base = self._finite(self._logits(()), ("baseline", -1, 0.0, -1))
+        frames = [
+            self._frame(("baseline", -1, 0.0, -1), self._metrics((), base, base, texts.get(None)))
+        ]
+        self.computed = 0
         for cell in tqdm(cells, desc="experiment", disable=not progress, unit="cell"):
-            key = hashlib.sha256(repr(cell).encode()).hexdigest()[:20]
-            path = out / "cells" / f"{key}.parquet"
+            path = _cell_path(out, cell)
             if path.exists():
                 frames.append(pd.read_parquet(path))
                 continue
             ops = [self.op(*cell)]
             logits = self._finite(self._logits(ops), cell)
-            frame = self._frame(cell, self._metrics(ops, logits, base))
+            frame = self._frame(cell, self._metrics(ops, logits, base, texts.pop(cell, None)))
             atomic_write(path, partial(frame.to_parquet, index=False))
             self.computed += 1
             frames.append(frame)
@@ -598,6 +632,10 @@ class Experiment:
         results = Results(pd.concat(frames, ignore_index=True), self.config)
         results.save(out)
         return results
+
+
+def _cell_path(out: Path, cell: tuple[str, int, float, int]) -> Path:
+    return out / "cells" / f"{hashlib.sha256(repr(cell).encode()).hexdigest()[:20]}.parquet"
 
 
 _RESULT_FILES = ("per_prompt.parquet", "results.parquet", "results.csv")

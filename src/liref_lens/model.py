@@ -437,25 +437,8 @@ class LensModel:
 
     def encode(self, prompts: Sequence[str], *, prepend_bos: bool | None = None) -> list[list[int]]:
         """Token ids of each prompt, unpadded. BOS follows the model's default unless given."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a list of strings, not one string; wrap it: [prompt]")
-        if len(prompts) == 0:
-            raise ValueError("the prompt list is empty; pass at least one prompt")
-        tok = self.tokenizer
         bos = self.default_prepend_bos if prepend_bos is None else prepend_bos
-        bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        if bos and bos_id is None:
-            raise ValueError("the tokenizer has no BOS or EOS token; pass prepend_bos=False")
-        out: list[list[int]] = []
-        for i, prompt in enumerate(prompts):
-            _check_text(i, prompt)
-            ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
-            if bos and (not ids or ids[0] != bos_id):
-                ids = [bos_id, *ids]
-            if not ids:
-                raise ValueError(f"prompt {i} ({prompt!r}) is empty after tokenization")
-            out.append(ids)
-        return out
+        return encode_prompts(self.tokenizer, prompts, prepend_bos=bos)
 
     def pad(self, ids: Sequence[Sequence[int]], *, padding_side: str = "left") -> Batch:
         """Pad token id lists into a batch with an attention mask."""
@@ -554,6 +537,34 @@ class LensModel:
             f"LensModel({self.name!r}, backend={self.backend}, n_layers={self.n_layers}, "
             f"d_model={self.d_model}, device={self.device})"
         )
+
+
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], *, prepend_bos: bool = True
+) -> list[list[int]]:
+    """Token ids of each prompt as `LensModel.encode` makes them: the tokenizer's ids without
+    special tokens, with BOS (else EOS) first when ``prepend_bos``, as TransformerLens does.
+
+    Other engines (`liref_lens.backends`) encode with this, so they see the same tokens.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string; wrap it: [prompt]")
+    if len(prompts) == 0:
+        raise ValueError("the prompt list is empty; pass at least one prompt")
+    tok = tokenizer
+    bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if prepend_bos and bos_id is None:
+        raise ValueError("the tokenizer has no BOS or EOS token; pass prepend_bos=False")
+    out: list[list[int]] = []
+    for i, prompt in enumerate(prompts):
+        _check_text(i, prompt)
+        ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
+        if prepend_bos and (not ids or ids[0] != bos_id):
+            ids = [bos_id, *ids]
+        if not ids:
+            raise ValueError(f"prompt {i} ({prompt!r}) is empty after tokenization")
+        out.append(ids)
+    return out
 
 
 def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
