@@ -160,6 +160,8 @@ def interop(session: nox.Session) -> None:
     cache = os.path.join(session.create_tmp(), "liref_lens_cache")
     env = {"HF_HUB_OFFLINE": "1", "LIREF_LENS_CACHE": cache}
     session.run("pytest", "tests/interop", *session.posargs, env=env)
+
+
 def _vllm_notebooks() -> set[str]:
     return {str(HERE / p) for p in VLLM_NOTEBOOKS}
 
