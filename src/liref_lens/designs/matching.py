@@ -84,6 +84,24 @@ def _stage(stage: str, p: np.ndarray, n: np.ndarray, bp: np.ndarray, bn: np.ndar
     return (stage, len(p), len(n), min(len(p), len(n)) / smaller, tv, w, a)
 
 
+def _describe(bins: int | Sequence[float] | None) -> str:
+    """How the values are binned, in a few words (not a list of a thousand edges).
+
+    Example:
+        >>> _describe(None), _describe(5), _describe(range(0, 4097, 4)), _describe([0, 3, 10])
+        ('exact values', '5 quantile bins', 'bins 4 wide from 0 to 4096', 'bin edges [0, 3, 10]')
+    """
+    if bins is None:
+        return "exact values"
+    if isinstance(bins, int):
+        return f"{bins} quantile bins"
+    edges = np.asarray(list(bins), dtype=np.float64)
+    steps = np.diff(edges)
+    if len(edges) > 3 and np.allclose(steps, steps[0]):
+        return f"bins {steps[0]:g} wide from {edges[0]:g} to {edges[-1]:g}"
+    return f"bin edges [{', '.join(f'{e:g}' for e in edges)}]"
+
+
 def match_classes(
     pos_values: Any,
     neg_values: Any,
@@ -136,7 +154,7 @@ def match_classes(
         columns=["stage", "n_pos", "n_neg", "share_kept", "tv_distance", "wasserstein",
                  "nuisance_auroc"],
     )  # fmt: skip
-    how = "exact values" if bins is None else f"bins={bins}"
+    how = _describe(bins)
     if _numeric(p) and _numeric(n):
         ranges = f"positive {p.min():g}-{p.max():g}, negative {n.min():g}-{n.max():g}"
     else:
@@ -184,6 +202,6 @@ def matched(
         min_items=min_items, warn_share=warn_share,
     )  # fmt: skip
     r = heldout(c.take(m.pos.tolist(), m.neg.tolist()), seed=seed, **kwargs)
-    design = f"matched on {on}" + ("" if bins is None else f" (bins={bins})")
+    design = f"matched on {on}" + ("" if bins is None else f" ({_describe(bins)})")
     kept = pd.DataFrame({"label": [1] * len(m.pos) + [0] * len(m.neg), "item": [*m.pos, *m.neg]})
     return replace(r, design=design, info={"bins": m.bins, "overlap": m.overlap, "kept": kept})

@@ -33,7 +33,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,7 @@ def _designs(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            m = matched(c, bins=LENGTH_BINS, min_items=8, **kw)
-            out.append(replace(m, design="matched on token_length (4-token bins)"))
+            out.append(matched(c, bins=LENGTH_BINS, min_items=8, **kw))
         except ValueError as err:
             notes.append(f"{c.name}: no matched design: {err}")
         out.append(residualized(c, ["token_length", *spec.columns], method=method, **kw))
