@@ -59,8 +59,8 @@ from liref_lens.experiment import Experiment
 from liref_lens.realdemo import (
     MEMORY_CATEGORIES,
     REASONING_CATEGORIES,
-    _best_layer,
-    _steer_evalset,
+    best_layer,
+    steer_evalset,
 )
 from liref_lens.report import Report
 from liref_lens.scores import separation
@@ -181,12 +181,12 @@ def main() -> None:
     # the demo's rule: among layers within 0.01 of the best held-out AUROC, the largest
     # in-sample Cohen's d (many layers tie at 1.000 on this contrast)
     d = separation(main_c.pos, main_c.neg, ds, scores=("cohens_d",), n_boot=0, progress=False)
-    layer = args.steer_layer or _best_layer(pd.concat([results[0].layers, d]))
+    layer = args.steer_layer or best_layer(results[0].layers, d[d["score"] == "cohens_d"])
     gsm, nq = samples["gsm8k_vs_nq"]
     used_p, used_n = set(rows["gsm8k_vs_nq"][0].tolist()), set(rows["gsm8k_vs_nq"][1].tolist())
     ev_gsm = [it for i, it in enumerate(gsm) if i not in used_p][: args.n_eval]
     ev_nq = [it for i, it in enumerate(nq) if i not in used_n][: args.n_eval]
-    evalset = _steer_evalset(lm, ev_gsm, ev_nq)
+    evalset = steer_evalset(lm, ev_gsm, ev_nq)
     cfg = ExperimentConfig(
         layers=(layer,), alphas=(-1.0, 1.0), ops=("add",), n_random=args.n_random,
         controls=("random", "shuffled", "covariance"), seed=args.seed, n_boot=args.n_boot,
