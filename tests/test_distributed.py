@@ -329,6 +329,8 @@ def test_single_process_without_a_process_group(lm, prompts) -> None:
         dp.cache_activations(lm, prompts, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="got 1 labels for 6 prompts"):
         dp.stream_activations(lm, prompts, ["a"], progress=False)
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        dp.cache_activations(lm, prompts, progress=False, timeout=0)
 
 
 def test_balance_minimises_the_largest_share() -> None:

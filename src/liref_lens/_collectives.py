@@ -22,6 +22,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .cache import RunningStats
+from .model import LensModel
+from .positions import Position
+
 # What every rank must agree on, in the order a disagreement is reported. A field that does
 # not apply to a call is left 0 on every rank. Implied fields are not reported again: ranks
 # with different prompt counts also differ in texts, token ids and labels.
@@ -137,6 +141,26 @@ def from_bytes(payload: bytes) -> Any:
     return torch.load(io.BytesIO(payload), weights_only=True)
 
 
+def flatten_stats(stats: RunningStats) -> Tensor:
+    """Counts, means and (if kept) sums of squared deviations as one float64 vector."""
+    parts = [stats.counts.to(torch.float64), stats.means.reshape(-1)]
+    if stats.m2 is not None:
+        parts.append(stats.m2.reshape(-1))
+    return torch.cat(parts)
+
+
+def unflatten_stats(flat: Tensor, like: RunningStats) -> RunningStats:
+    """The inverse of `flatten_stats`, shaped like ``like``."""
+    out = RunningStats(like.classes, like.shape, second_moments=like.second_moments)
+    n_classes, size = len(like.classes), like.means.numel()
+    flat = flat.to("cpu")
+    out.counts = flat[:n_classes].round().long()
+    out.means = flat[n_classes : n_classes + size].reshape(like.means.shape).clone()
+    if out.m2 is not None:
+        out.m2 = flat[n_classes + size :].reshape(like.means.shape).clone()
+    return out
+
+
 def _int64(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "little", signed=True)
 
@@ -205,6 +229,37 @@ def describe_disagreement(table: Tensor) -> str | None:
         note = " (the prompt texts agree: different tokenizers?)" if field == "token ids" else ""
         parts.append(f"different {field}{note} on " + " vs ".join(map(_ranks, groups.values())))
     return "; ".join(parts) if parts else None
+
+
+def position_text(position: Position) -> str:
+    text = str(position)
+    if " at 0x" in text:  # a default object repr differs between processes
+        text = f"{type(position).__module__}.{type(position).__qualname__}"
+    return text
+
+
+def common_inputs(
+    model: LensModel,
+    prompts: Sequence[str],
+    ids: list[list[int]],
+    layers: list[int],
+    sites: list[str],
+    position: Position,
+    batch_size: int,
+) -> dict[str, int]:
+    """The hashed inputs both distributed caching functions take (`FIELDS` names)."""
+    return {
+        "number of prompts": len(prompts),
+        "prompt texts": digest_texts(prompts),
+        "token ids": digest_ids(ids),
+        "layers": digest(layers),
+        "sites": digest(sites),
+        "position": digest(position_text(position)),
+        "batch_size": digest(batch_size),
+        "model weights and config (fingerprint)": digest(model.fingerprint),
+        "model dtype": digest(model.dtype_name),
+        "fused attention (lm.sdpa)": digest(getattr(model, "sdpa", None)),
+    }
 
 
 def check_same_inputs(call: str, inputs: dict[str, int], group: Any, wait_s: float) -> None:

@@ -21,23 +21,32 @@ same batch a single process would run, and the gathered result is in prompt orde
 
 What is guaranteed:
 
-- **Bit for bit**: every vector of `cache_activations`, and the float64 means and sums of
-  squared deviations of `stream_activations`, equal those of the single-process functions run
-  with the same model, dtype and arguments **on processes with the same kernels and thread
-  count** (same CPU type or GPU, same ``torch.get_num_threads()``). The batches are the same,
-  and `stream_activations` merges the per-batch summaries in batch order (not with an
-  ``all_reduce``, whose order depends on the number of processes).
-- At another thread count or on another CPU, the model's float32 arithmetic may take other
-  kernels and differ by float32 rounding (a relative 1e-7 was seen on an AVX-512 CPU); the
-  float64 reductions then still agree with a float64 computation from the cached vectors to
-  within float64 rounding (`RunningStats`), but the vectors themselves differ.
+- **Bit for bit, at the same kernels and thread count**: every vector of `cache_activations`,
+  and the float64 means and sums of squared deviations of `stream_activations`, equal those of
+  the single-process `liref_lens.cache` functions run with the same model, dtype and arguments
+  in a process with the same kernels and thread count (same CPU type or GPU, same
+  ``torch.get_num_threads()``). The batches are the same, and `stream_activations` merges the
+  per-batch summaries in batch order (not with an ``all_reduce``, whose order depends on the
+  number of processes).
+- **Not across kernels**: at another thread count or on another CPU, the model's float32
+  arithmetic may take other kernels and differ by float32 rounding (relative 1e-7 to 1e-6 have
+  been seen), so vectors cached there differ from these by that much.
+- **Float64 reductions**: the streamed means and variances of a class of ``n`` rows equal a
+  float64 computation from the same cached vectors ``x`` (e.g. ``x.mean(0)``,
+  ``x.var(0, correction=0)``) within ``3 n eps M``, ``eps`` float64's machine epsilon and ``M``
+  the largest ``|x|`` for means, ``(2 max|x|)^2`` for variances: summing ``n`` terms in any order
+  errs by at most ``(n - 1) eps/2`` times the sum of their magnitudes, and each of at most ``n``
+  merges adds a few ``eps/2`` of the largest one. This holds whatever the kernels.
 
 Time limits: a rank waits at most ``timeout`` seconds (default 300) for the others to arrive at
-the input check, and at each later gather at most ``timeout`` plus 4 times its own working time
-scaled to the largest rank's share (the work that rank still has, with room for a peer four
-times slower per token). A rank that stalls, dies or runs other code makes the others raise a
-``RuntimeError`` in that time instead of waiting for the process group's own timeout (30 min for
-gloo). Tested with gloo; NCCL honours the same ``Work.wait(timeout)``.
+the input check, and at each later gather at most ``timeout + 4 t L_max / L_own``, where ``t``
+is the time its own share ``L_own`` (padded tokens) took and ``L_max`` the largest share: the
+time the largest share takes at this rank's speed, with room for a peer four times slower (a
+rank without work waits ``timeout``). For each gather the process group's own time limit is
+set to that wait and restored afterwards, so a rank that stalls, dies or runs other code makes
+the others raise a ``RuntimeError`` and exit in that time, instead of waiting for the group's
+default timeout (30 min for gloo). Tested with gloo; NCCL is given the same limits
+(``Work.wait(timeout)`` and the group's timeout), untested here for want of several GPUs.
 
 Memory: `cache_activations` gathers every rank's rows to every rank (the result's size on
 each); `stream_activations` gathers, per window of batches, one summary per batch
@@ -67,9 +76,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from . import _collectives as col
+from ._shards import balance, batch_costs, deadline, window_batches, windows
 from .cache import (
     Activations,
     RunningStats,
@@ -84,10 +93,6 @@ from .positions import Position, last
 
 __all__ = ["balance", "cache_activations", "gather_stats", "rank_and_world", "stream_activations"]
 
-_SLACK = 4.0  # how many times slower per token a peer may be before a gather gives up
-_WINDOW_BYTES = 64 * 2**20  # summaries gathered per window of stream_activations, at most
-_WINDOW_BATCHES = 64  # batches per rank and window, at most
-
 
 def rank_and_world(group: Any = None) -> tuple[int, int]:
     """``(rank, world size)`` in ``group``; ``(0, 1)`` when ``torch.distributed`` is not set up.
@@ -99,65 +104,12 @@ def rank_and_world(group: Any = None) -> tuple[int, int]:
     return col.rank_and_world(group)
 
 
-def balance(costs: Sequence[int], world: int) -> list[list[int]]:
-    """Indices of ``costs`` dealt to ``world`` ranks so that the largest rank total is small.
-
-    Longest processing time first: in decreasing cost (ties: lower index first), each item
-    goes to the rank with the smallest total so far (ties: lower rank). Deterministic, so every
-    rank computes the same split; the largest total is at most 4/3 of the best possible
-    (Graham, 1969). Each rank's indices are in increasing order.
-
-    Example:
-        >>> balance([8, 7, 6, 5, 4], 2)  # totals 17 and 13
-        [[0, 3, 4], [1, 2]]
-    """
-    shares: list[list[int]] = [[] for _ in range(world)]
-    loads = [0] * world
-    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        r = min(range(world), key=lambda r: (loads[r], r))
-        shares[r].append(i)
-        loads[r] += costs[i]
-    return [sorted(share) for share in shares]
-
-
-def _costs(batches: Sequence[list[int]], ids: Sequence[Sequence[int]]) -> list[int]:
-    """Padded tokens of each batch: rows x longest row."""
-    return [len(b) * max(len(ids[i]) for i in b) for b in batches]
-
-
-def _deadline(timeout: float, elapsed: float, own: int, largest: int) -> float:
-    """Seconds to wait at a gather, after ``elapsed`` seconds on ``own`` of ``largest`` tokens."""
-    return timeout + (_SLACK * elapsed * largest / own if own else 0.0)
-
-
-def _position_text(position: Position) -> str:
-    text = str(position)
-    if " at 0x" in text:  # a default object repr differs between processes
-        text = f"{type(position).__module__}.{type(position).__qualname__}"
-    return text
-
-
-def _common_inputs(
-    model: LensModel,
-    prompts: Sequence[str],
-    ids: list[list[int]],
-    layers: list[int],
-    sites: list[str],
-    position: Position,
-    batch_size: int,
-) -> dict[str, int]:
-    return {
-        "number of prompts": len(prompts),
-        "prompt texts": col.digest_texts(prompts),
-        "token ids": col.digest_ids(ids),
-        "layers": col.digest(layers),
-        "sites": col.digest(sites),
-        "position": col.digest(_position_text(position)),
-        "batch_size": col.digest(batch_size),
-        "model weights and config (fingerprint)": col.digest(model.fingerprint),
-        "model dtype": col.digest(model.dtype_name),
-        "fused attention (lm.sdpa)": col.digest(getattr(model, "sdpa", None)),
-    }
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(
+            f"timeout must be a positive number of seconds, got {timeout!r}; pass e.g. "
+            "timeout=300 (how long a rank waits for the others beyond their share of the work)"
+        )
 
 
 def cache_activations(
@@ -206,6 +158,7 @@ def cache_activations(
         True
     """
     _check_batch_size(batch_size)
+    _check_timeout(timeout)
     position = position if position is not None else last()
     layer_list = model.resolve_layers(layers)
     site_list = _check_sites(model, sites)
@@ -216,20 +169,20 @@ def cache_activations(
     if world == 1:
         chunks = list(_iter_chunks(*args, progress, padding_side, prepend_bos, "cpu", ids=ids))
         return _assemble(model, chunks, layer_list, site_list, position, len(prompts))
-    inputs = _common_inputs(model, prompts, ids, layer_list, site_list, position, batch_size)
+    inputs = col.common_inputs(model, prompts, ids, layer_list, site_list, position, batch_size)
     inputs["dtype"] = col.digest(str(dtype))
     inputs["padding_side"] = col.digest(padding_side)
     inputs["prepend_bos"] = col.digest(prepend_bos)
     col.check_same_inputs("cache_activations", inputs, group, timeout)
     start = time.perf_counter()
-    costs = _costs(batches, ids)
+    costs = batch_costs(batches, ids)
     shares = balance(costs, world)
     mine = [batches[b] for b in shares[rank]]
     show = progress and rank == 0
     chunks = list(
         _iter_chunks(*args, show, padding_side, prepend_bos, "cpu", ids=ids, batches=mine)
     )
-    wait = _deadline(
+    wait = deadline(
         timeout,
         time.perf_counter() - start,
         sum(costs[b] for b in shares[rank]),
@@ -245,24 +198,6 @@ def cache_activations(
         for p in col.from_bytes(payload)
     ]
     return _assemble(model, every_chunk, layer_list, site_list, position, len(prompts))
-
-
-def _flatten(stats: RunningStats) -> Tensor:
-    parts = [stats.counts.to(torch.float64), stats.means.reshape(-1)]
-    if stats.m2 is not None:
-        parts.append(stats.m2.reshape(-1))
-    return torch.cat(parts)
-
-
-def _unflatten(flat: Tensor, like: RunningStats) -> RunningStats:
-    out = RunningStats(like.classes, like.shape, second_moments=like.second_moments)
-    n_classes, size = len(like.classes), like.means.numel()
-    flat = flat.to("cpu")
-    out.counts = flat[:n_classes].round().long()
-    out.means = flat[n_classes : n_classes + size].reshape(like.means.shape).clone()
-    if out.m2 is not None:
-        out.m2 = flat[n_classes + size :].reshape(like.means.shape).clone()
-    return out
 
 
 def gather_stats(stats: RunningStats, group: Any = None, *, timeout: float = 300.0) -> RunningStats:
@@ -282,27 +217,17 @@ def gather_stats(stats: RunningStats, group: Any = None, *, timeout: float = 300
         >>> gather_stats(rs).mean("a").tolist()  # one process: itself
         [2.0]
     """
+    _check_timeout(timeout)
     _, world = rank_and_world(group)
     if world == 1:
         return stats
     layout = col.digest([list(stats.classes), list(stats.shape), stats.second_moments])
     col.check_same_inputs("gather_stats", {"accumulator (stats)": layout}, group, timeout)
-    parts = col.gather(_flatten(stats), group, timeout, "the gather of RunningStats")
+    parts = col.gather(col.flatten_stats(stats), group, timeout, "the gather of RunningStats")
     merged = RunningStats(stats.classes, stats.shape, second_moments=stats.second_moments)
     for part in parts:
-        merged.merge(_unflatten(part, stats))
+        merged.merge(col.unflatten_stats(part, stats))
     return merged
-
-
-def _windows(costs: list[int], world: int, per_rank: int) -> list[list[list[int]]]:
-    """Consecutive windows of ``world * per_rank`` batches, each split by `balance`; every
-    rank's share as global batch indices."""
-    size = world * per_rank
-    out = []
-    for start in range(0, len(costs), size):
-        shares = balance(costs[start : start + size], world)
-        out.append([[start + i for i in share] for share in shares])
-    return out
 
 
 def stream_activations(
@@ -356,6 +281,7 @@ def stream_activations(
     if len(labels) != len(prompts):
         raise ValueError(f"got {len(labels)} labels for {len(prompts)} prompts")
     _check_batch_size(batch_size)
+    _check_timeout(timeout)
     position = position if position is not None else last()
     layer_list = model.resolve_layers(layers)
     site_list = _check_sites(model, [site])
@@ -372,20 +298,20 @@ def stream_activations(
         for chunk in _iter_chunks(*args, progress, "left", None, "cpu", ids=ids):
             stats.update(chunk.data[site], [str(labels[int(i)]) for i in chunk.out_prompt])
         return stats
-    inputs = _common_inputs(model, prompts, ids, layer_list, site_list, position, batch_size)
+    inputs = col.common_inputs(model, prompts, ids, layer_list, site_list, position, batch_size)
     inputs["labels"] = col.digest_texts(labels)
     layout = [list(stats.classes), list(stats.shape)]
     inputs["accumulator (stats)"] = col.digest(
         [layout, col.digest_tensors(stats.counts, stats.means, stats.m2)]
     )
     col.check_same_inputs("stream_activations", inputs, group, timeout)
-    costs = _costs(batches, ids)
-    summary_bytes = 8 * _flatten(stats).numel()
-    per_rank = max(1, min(_WINDOW_BATCHES, _WINDOW_BYTES // (world * summary_bytes)))
-    windows = _windows(costs, world, per_rank)
-    mine = [batches[b] for shares in windows for b in shares[rank]]
+    costs = batch_costs(batches, ids)
+    summary_bytes = 8 * col.flatten_stats(stats).numel()
+    per_rank = window_batches(summary_bytes, world)
+    plan = windows(costs, world, per_rank)
+    mine = [batches[b] for shares in plan for b in shares[rank]]
     chunks = _iter_chunks(*args, progress and rank == 0, "left", None, "cpu", ids=ids, batches=mine)
-    for shares in windows:
+    for shares in plan:
         start = time.perf_counter()
         rows = max(len(share) for share in shares)
         buf = torch.zeros((rows, summary_bytes // 8), dtype=torch.float64)
@@ -393,14 +319,14 @@ def stream_activations(
             chunk = next(chunks)
             partial = RunningStats(stats.classes, stats.shape, second_moments=stats.second_moments)
             partial.update(chunk.data[site], [str(labels[int(i)]) for i in chunk.out_prompt])
-            buf[slot] = _flatten(partial)
+            buf[slot] = col.flatten_stats(partial)
         loads = [sum(costs[b] for b in share) for share in shares]
-        wait = _deadline(timeout, time.perf_counter() - start, loads[rank], max(loads))
+        wait = deadline(timeout, time.perf_counter() - start, loads[rank], max(loads))
         first, end = min(min(s) for s in shares if s), max(max(s) for s in shares if s)
         what = f"the gather of the summaries of batches {first}-{end}"
         parts = col.gather(buf, group, wait, what)
         where = {b: (r, slot) for r, share in enumerate(shares) for slot, b in enumerate(share)}
         for b in sorted(where):  # batch order, as one process merges them
             r, slot = where[b]
-            stats.merge(_unflatten(parts[r][slot], stats))
+            stats.merge(col.unflatten_stats(parts[r][slot], stats))
     return stats
