@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import io
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -105,17 +106,19 @@ def gather(tensor: Tensor, group: Any, wait_s: float, what: str) -> list[Tensor]
     tensor = tensor.to(device)
     parts = [torch.empty_like(tensor) for _ in range(world)]
     limit = datetime.timedelta(seconds=wait_s)
+    start = time.monotonic()
     try:
         with _op_timeout(group, limit):
             work = dist.all_gather(parts, tensor, group=group, async_op=True)
             assert work is not None  # async_op=True returns a Work
             work.wait(limit)
     except (RuntimeError, dist.DistError) as err:
-        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise RuntimeError(
-            f"rank {rank}: not every rank of the process group took part in {what} within "
-            f"{wait_s:.0f} s ({detail}); a rank stalled, died or is running other code (look "
-            "for its own error). If the ranks are only slow, pass a larger timeout="
+            f"rank {rank}: {what} failed after {time.monotonic() - start:.1f} s (limit "
+            f"{wait_s:.0f} s): not every rank of the process group took part ({detail}); a rank "
+            "stalled, died or is running other code (look for its own error). If the ranks are "
+            "only slow, pass a larger timeout="
         ) from err
     return [p.cpu() for p in parts]
 
