@@ -50,8 +50,9 @@ default timeout (30 min for gloo). Tested with gloo; NCCL is given the same limi
 
 Memory: `cache_activations` gathers every rank's rows to every rank (the result's size on
 each); `stream_activations` gathers, per window of batches, one summary per batch
-(``classes x layers x width`` float64; a window holds at most 64 MiB of them). A model too big
-for one device is not this module's job: load it split over several GPUs with
+(``classes x layers x width`` float64, twice that with second moments; a window gathers at
+most 64 MiB of them, or one batch per rank where a single round would be larger). A model too
+big for one device is not this module's job: load it split over several GPUs with
 ``load_model(name, device_map="auto")`` and use `liref_lens.cache` in one process.
 
 Example:
