@@ -8,6 +8,7 @@ window). Every rank computes the same split from the same token ids.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 SLACK = 4.0  # how many times slower per token a peer may be before a gather gives up
@@ -19,14 +20,15 @@ def balance(costs: Sequence[int], world: int) -> list[list[int]]:
     """Indices of ``costs`` dealt to ``world`` ranks so that the largest rank total is small.
 
     Longest processing time first: in decreasing cost (ties: lower index first), each item
-    goes to the rank with the smallest total so far (ties: lower rank). Deterministic, so every
-    rank computes the same split; the largest total is at most 4/3 of the best possible
-    (Graham, 1969), and at most the mean total plus the largest item. Each rank's indices are
-    in increasing order.
+    goes to the rank with the smallest total so far (ties: lower rank). Then, while it helps,
+    one item moves, or two items swap, between the largest and the smallest total, choosing
+    the exchange that brings the two closest to even. Deterministic, so every rank computes
+    the same split; the largest total is at most 4/3 of the best possible (Graham, 1969), and
+    at most the mean total plus the largest item. Each rank's indices are in increasing order.
 
     Example:
-        >>> balance([8, 7, 6, 5, 4], 2)  # totals 17 and 13
-        [[0, 3, 4], [1, 2]]
+        >>> balance([8, 7, 6, 5, 4], 2)  # totals 15 and 15 (first dealt: 17 and 13)
+        [[2, 3, 4], [0, 1]]
     """
     if world < 1:
         raise ValueError(f"world must be at least 1, got {world}")
@@ -36,7 +38,47 @@ def balance(costs: Sequence[int], world: int) -> list[list[int]]:
         r = min(range(world), key=lambda r: (loads[r], r))
         shares[r].append(i)
         loads[r] += costs[i]
+    for _ in range(4 * len(costs)):  # each exchange lowers the sum of squared totals
+        high = max(range(world), key=lambda r: (loads[r], -r))
+        low = min(range(world), key=lambda r: (loads[r], r))
+        exchange = _best_exchange(costs, shares[high], shares[low], loads[high] - loads[low])
+        if exchange is None:
+            break
+        give, take = exchange
+        shares[high].remove(give)
+        shares[low].append(give)
+        moved = costs[give]
+        if take is not None:
+            shares[low].remove(take)
+            shares[high].append(take)
+            moved -= costs[take]
+        loads[high] -= moved
+        loads[low] += moved
     return [sorted(share) for share in shares]
+
+
+def _best_exchange(
+    costs: Sequence[int], high: list[int], low: list[int], gap: int
+) -> tuple[int, int | None] | None:
+    """The move (``(item, None)``) or swap (``(item, other)``) from ``high`` to ``low`` whose
+    cost shift is in ``(0, gap)`` and nearest ``gap / 2``; None if none narrows the gap."""
+    best: tuple[float, int, int] | None = None  # (distance from gap/2, item, other or -1)
+    ranked = sorted(low, key=lambda j: (costs[j], j))
+    values = [costs[j] for j in ranked]
+    for i in sorted(high):
+        candidates = [(costs[i], -1)]
+        k = bisect.bisect_left(values, costs[i] - gap / 2)
+        candidates += [
+            (costs[i] - values[m], ranked[m]) for m in (k - 1, k) if 0 <= m < len(values)
+        ]
+        for shift, other in candidates:
+            if 0 < shift < gap:
+                key = (abs(gap / 2 - shift), i, other)
+                if best is None or key < best:
+                    best = key
+    if best is None:
+        return None
+    return best[1], (None if best[2] < 0 else best[2])
 
 
 def batch_costs(batches: Sequence[Sequence[int]], ids: Sequence[Sequence[int]]) -> list[int]:

@@ -16,8 +16,9 @@ that differ and the ranks on each side; nothing is computed.
 How the work is split: the prompts are tokenized and length-sorted and cut into batches exactly
 as `liref_lens.cache.cache_activations` does on one process. Each batch costs about its padded
 tokens (rows x longest row); `balance` deals the batches to the ranks so that the largest
-rank's total is small (longest first, each to the least-loaded rank). Every batch is still the
-same batch a single process would run, and the gathered result is in prompt order on every rank.
+rank's total is small (longest first, each to the least-loaded rank, then single moves and
+swaps between the largest and smallest shares). Every batch is still the same batch a single
+process would run, and the gathered result is in prompt order on every rank.
 
 What is guaranteed:
 
