@@ -4,21 +4,29 @@ A randomly initialised GPT-2-small-sized model (12 layers, d_model 768, vocab 50
 tokenizer; `benchmarks.cache.build`) and ``--prompts`` prompts of random words whose lengths are
 the word counts of the shipped GSM8K sample's questions with their worked solutions (36 to 229
 words, median 90: a realistic spread). ``torchrun`` starts 2 processes of 1 thread each; both
-load the model, then run ``--repeats`` rounds, the order alternating from round to round:
+load the model, then run ``--repeats`` rounds of:
 
 - ``one``: rank 0 runs the single-process function (`liref_lens.cache_activations` or
   `liref_lens.stream_activations`) on every prompt while rank 1 waits in a barrier (its CPU
   time during the wait is reported: it should be about 0);
-- ``two``: both ranks run the `liref_lens.distributed` function on every prompt.
+- ``two``: both ranks run the `liref_lens.distributed` function on every prompt;
+- ``both``: both ranks run the single-process function on every prompt at the same time, with
+  no communication: how much slower one process runs beside another on this machine (shared
+  caches and memory bandwidth, the host's scheduling), whatever the split.
 
 Each round's speed-up is the ``one`` time over the ``two`` time (rank 0's wall clock, from a
 barrier to the call's return: the distributed call ends with a gather, so it includes waiting
 for the slower rank). The split allows at most the total padded tokens over the largest rank's
 (`cache_activations`; for `stream_activations` the sum over windows of each window's largest
 share, since ranks meet after each window). The table shows the median speed-up, the allowed
-one, their ratio (the target: at least 0.90), the round-robin split the module used before (for
-comparison), and whether the results were bit for bit equal to one process. Run from the
-repository root on a quiet machine (``uptime`` load below 1): ``python -m benchmarks.distributed``.
+one and their ratio (the target: at least 0.90); the same ratio with CPU times (one process's
+CPU time over the busier rank's: less sensitive to other load than wall time); ``both/one``
+(the slower ``both`` rank over ``one``) and the ratio with that slowdown taken out (``vs
+both``: speed-up x both/one / allowed, what is lost to the split and the communication
+alone); the speed-up the round-robin split used before allowed; and whether the results were
+bit for bit equal to one process. The order of the three runs rotates from round to round.
+Run from the repository root on a quiet machine (``uptime`` load below 1):
+``python -m benchmarks.distributed``.
 """
 
 from __future__ import annotations
@@ -107,25 +115,25 @@ def worker(args: argparse.Namespace) -> None:
     warm = prompts[: 2 * args.batch_size]
     liref_lens.cache_activations(lm, warm, **kw)
     dp.cache_activations(lm, warm, **kw)
-    rows: dict[str, dict[str, list[float]]] = {
-        name: {"one": [], "two": [], "one_cpu": [], "two_cpu": [], "idle_cpu": []} for name in calls
-    }
+    keys = ["one", "two", "both", "one_cpu", "two_cpu", "both_cpu", "idle_cpu"]
+    rows: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in calls}
     first: dict[tuple[str, str], torch.Tensor] = {}  # round 0's results on rank 0
+    modes = ("one", "two", "both")
     for round_ in range(args.repeats):
         for name, (one, two) in calls.items():
-            for mode in ("one", "two") if round_ % 2 == 0 else ("two", "one"):
+            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:  # the order rotates
                 dist.barrier()
                 start, cpu = time.perf_counter(), time.process_time()
                 if mode == "one" and rank != 0:
                     dist.barrier()  # idle while rank 0 runs alone
                     rows[name]["idle_cpu"].append(time.process_time() - cpu)
                     continue
-                result = one() if mode == "one" else two()
+                result = two() if mode == "two" else one()
                 rows[name][mode].append(time.perf_counter() - start)
                 rows[name][mode + "_cpu"].append(time.process_time() - cpu)
                 if mode == "one":
                     dist.barrier()
-                if round_ == 0:
+                if round_ == 0 and mode != "both":
                     first[(name, mode)] = getattr(result, "tensor" if name == "cache" else "means")
     saved: dict[str, Any] = {"rows": rows}
     if rank == 0:  # one process's result against two processes', bit for bit
@@ -186,8 +194,8 @@ def main() -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(
-        f"{'function':<20}{'one s':>8}{'two s':>8}{'speed-up':>10}{'allowed':>9}{'ratio':>7}"
-        f"{'CPU ratio':>10}{'round robin':>13}{'idle CPU s':>12}{'equal':>7}"
+        f"{'function':<20}{'one s':>7}{'two s':>7}{'speed-up':>9}{'allowed':>8}{'ratio':>7}"
+        f"{'CPU ratio':>10}{'both/one':>9}{'vs both':>8}{'round robin':>12}{'equal':>6}"
     )
     results = {}
     for name in args.functions:
@@ -196,7 +204,10 @@ def main() -> None:
         # the same with CPU time: one process's over the busier rank's (load-insensitive)
         two_cpu = [max(a, b) for a, b in zip(r0["two_cpu"], r1["two_cpu"], strict=True)]
         cpu_speedups = [a / b for a, b in zip(r0["one_cpu"], two_cpu, strict=True)]
-        med, allowed = statistics.median(speedups), allows[name]
+        # both ranks running the single-process function at once: how much slower each runs
+        # beside the other (shared caches, memory bandwidth, the host), whatever the split
+        both = [max(a, b) / c for a, b, c in zip(r0["both"], r1["both"], r0["one"], strict=True)]
+        med, allowed, slowdown = statistics.median(speedups), allows[name], statistics.median(both)
         row = {
             "one_s": statistics.median(r0["one"]),
             "two_s": statistics.median(r0["two"]),
@@ -206,18 +217,22 @@ def main() -> None:
             "ratio": med / allowed,
             "cpu_speedups": cpu_speedups,
             "cpu_ratio": statistics.median(cpu_speedups) / allowed,
+            "both_over_one": both,
+            "ratio_with_both": med * slowdown / allowed,
             "round_robin_allowed": allows["round_robin"],
             "idle_cpu_s": max(r1["idle_cpu"]),
             "bit_for_bit": ranks[0]["equal"][name],
         }
         results[name] = row
         print(
-            f"{name + '_activations':<20}{row['one_s']:>8.2f}{row['two_s']:>8.2f}"
-            f"{med:>10.3f}{allowed:>9.3f}{row['ratio']:>7.3f}{row['cpu_ratio']:>10.3f}"
-            f"{allows['round_robin']:>13.3f}{row['idle_cpu_s']:>12.3f}"
-            f"{str(row['bit_for_bit']):>7}"
+            f"{name + '_activations':<20}{row['one_s']:>7.2f}{row['two_s']:>7.2f}"
+            f"{med:>9.3f}{allowed:>8.3f}{row['ratio']:>7.3f}{row['cpu_ratio']:>10.3f}"
+            f"{slowdown:>9.3f}{row['ratio_with_both']:>8.3f}{allows['round_robin']:>12.3f}"
+            f"{str(row['bit_for_bit']):>6}"
         )
         print(f"  speed-ups by round: {', '.join(f'{s:.3f}' for s in speedups)}")
+        print(f"  both/one by round:  {', '.join(f'{s:.3f}' for s in both)}")
+        print(f"  rank 1 CPU while idle: at most {row['idle_cpu_s']:.3f} s")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"load": [load_before, load_after], **results}, indent=2)
