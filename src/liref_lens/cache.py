@@ -386,17 +386,19 @@ def _iter_chunks(
     padding_side: str,
     prepend_bos: bool | None,
     storage_device: torch.device | str,
-    shard: tuple[int, int] = (0, 1),
+    *,
+    ids: list[list[int]] | None = None,
+    batches: Sequence[list[int]] | None = None,
 ) -> Iterator[_Chunk]:
-    """Reduced activations batch by batch; with ``shard=(rank, world)`` only the batches
-    ``rank, rank + world, ...`` of the (world-independent) length-sorted batch list."""
+    """Reduced activations batch by batch. ``ids`` are the prompts' token ids when the caller
+    has encoded them already; ``batches`` (lists of prompt indices) replace the length-sorted
+    batches of ``batch_size`` (`liref_lens.distributed` runs a subset of those on each rank)."""
     _check_batch_size(batch_size)
-    ids = lm.encode(prompts, prepend_bos=prepend_bos)
+    ids = lm.encode(prompts, prepend_bos=prepend_bos) if ids is None else ids
     plan = [(li, layer, site) for li, layer in enumerate(layers) for site in sites]
     names = {(layer, site): lm.hook_name(layer, site) for _, layer, site in plan}
-    batches = length_batches(ids, batch_size)
-    rank, world = shard
-    for chunk in tqdm(batches[rank::world], desc="caching", disable=not progress, unit="batch"):
+    batches = length_batches(ids, batch_size) if batches is None else batches
+    for chunk in tqdm(batches, desc="caching", disable=not progress, unit="batch"):
         batch = lm.pad([ids[i] for i in chunk], padding_side=padding_side).to(lm.device)
         sel = position.select(batch.attention_mask, row_ids=chunk)
         out = _capture(lm, batch, sel, plan, names, dtype, chunk)
@@ -406,10 +408,6 @@ def _iter_chunks(
             out_prompt=chunk_t[sel.out_row.cpu()],
             token_rank=sel.token_rank.cpu(),
         )
-
-
-def _n_batches(n_prompts: int, batch_size: int) -> int:
-    return -(-n_prompts // batch_size)
 
 
 def _assemble(
