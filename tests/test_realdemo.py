@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -69,6 +70,13 @@ def test_writes_report_and_tables(demo) -> None:
     # the title names every contrast, not only the last one
     assert "<title>liref_lens: reasoning vs memorization on " in html
     assert ", ".join(CONTRASTS) + "</title>" in html
+    # the survival table puts each estimate and its interval in one cell, so the verdict column
+    # fits beside them, and every table scrolls in its own box rather than off the page
+    head = html[html.index("<h2>What survives the controls</h2>") :]
+    head = head[: head.index("</table>")]
+    assert "<th>layers beating every reader</th>" in head and "<th>ci_low</th>" not in head
+    assert re.search(r"<td>[01]\.\d{3}\xa0\[[01]\.\d{3},\xa0[01]\.\d{3}\]</td>", head)
+    assert html.count('<div class="wide"><table') >= 1
     scores = pd.read_csv(demo.out_dir / "scores.csv")
     assert list(dict.fromkeys(scores["contrast"])) == CONTRASTS
     assert set(scores["score"]) == {"auroc", "cohens_d", "cv_auroc"}

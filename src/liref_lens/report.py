@@ -29,6 +29,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
 h2 { margin-top: 2em; color: #1f3f6f; }
 table { border-collapse: collapse; font-size: 0.9em; margin: .5em 0 1em; }
+.wide { overflow-x: auto; }
+table.wrap th, table.wrap td { white-space: normal; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; white-space: nowrap; }
 th { background: #f0f4f8; }
 table.config th { text-align: left; font-family: ui-monospace, monospace; font-weight: normal; }
@@ -115,9 +117,11 @@ class Report:
         sort_by: str | Sequence[str] | None = None,
         ascending: bool = False,
         show: int = 12,
+        wrap: bool = False,
     ) -> None:
         """A table; sorted by ``sort_by`` (best first: descending unless ``ascending``), with
-        the rows after the first ``show`` folded into a ``<details>`` element.
+        the rows after the first ``show`` folded into a ``<details>`` element. ``wrap``: cells
+        may break their text over lines (for long labels), instead of one line each.
 
         Example:
             >>> import pandas as pd
@@ -130,13 +134,19 @@ class Report:
         self.heading(heading)
         if sort_by is not None:
             df = df.sort_values(sort_by, ascending=ascending, kind="stable")
-        fmt = {"index": False, "float_format": lambda v: f"{v:.{digits}f}", "na_rep": "–"}
-        self.blocks.append(df.head(show).to_html(**fmt))
+        fmt: dict[str, Any] = {
+            "index": False,
+            "float_format": lambda v: f"{v:.{digits}f}",
+            "na_rep": "–",
+            "classes": "wrap" if wrap else None,
+        }
+        # a table wider than the page scrolls inside its own box, so no column is out of reach
+        self.blocks.append(f'<div class="wide">{df.head(show).to_html(**fmt)}</div>')
         if len(df) > show:
             rest = len(df) - show
             self.blocks.append(
                 f"<details><summary>Show the other {rest} rows</summary>"
-                f"{df.iloc[show:].to_html(**fmt)}</details>"
+                f'<div class="wide">{df.iloc[show:].to_html(**fmt)}</div></details>'
             )
         if caption:
             self.blocks.append(f'<p class="caption">{html.escape(caption)}</p>')

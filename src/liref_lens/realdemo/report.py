@@ -106,6 +106,36 @@ def survival(
     return pd.DataFrame(rows, columns=cols)
 
 
+def _survival_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`survival` as the report shows it: each estimate with its interval in one cell, so the
+    verdict column fits on the page beside them."""
+
+    def cell(row: tuple[float, float, float], sign: str = "") -> str:
+        v, lo, hi = row
+        if pd.isna(v):
+            return "–"
+        # no-break spaces: long labels may wrap in this table, numbers stay on one line
+        return f"{v:{sign}.3f}\u00a0[{lo:{sign}.3f},\u00a0{hi:{sign}.3f}]"
+
+    return pd.DataFrame(
+        {
+            "contrast": table["contrast"],
+            "design": table["design"],
+            "n": table["n"],
+            "layer": table["layer"],
+            "AUROC [95% CI]": [
+                cell(r) for r in table[["auroc", "ci_low", "ci_high"]].itertuples(index=False)
+            ],
+            "best reader": [("–" if pd.isna(v) else f"{v:.3f}") for v in table["reader_auroc"]],
+            "layer - reader [paired 95% CI]": [
+                cell(r, sign="+")
+                for r in table[["diff", "diff_low", "diff_high"]].itertuples(index=False)
+            ],
+            "layers beating every reader": table["layers_beating"],
+        }
+    )
+
+
 def _ranges(layers: list[int]) -> str:
     """``[1, 2, 3, 7]`` -> ``"1-3, 7"``; ``"none"`` when empty.
 
@@ -276,11 +306,13 @@ def write_report(
     )
     report.table(
         "What survives the controls",
-        table,
-        caption="Best layer of each design; "
-        "reader_auroc: the best trivial reader under the same design; diff: layer minus "
-        "that reader with its paired 95% interval.",
+        _survival_display(table),
+        caption="Best layer of each design; best reader: the better trivial reader (prompt "
+        "length, bag of tokens) under the same design; layer - reader: the difference on the "
+        "same resampled rows, with its paired 95% interval; a layer beats every reader when "
+        "that interval lies above 0.",
         show=len(table),
+        wrap=True,
     )
     for name, c in read.items():
         report.figure(
