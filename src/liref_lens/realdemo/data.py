@@ -29,6 +29,7 @@ import numpy as np
 
 from ..model import LensModel
 from ..tasks import Item, Task, load_task
+from ..tasks.mmlu_pro import MEMORY_CATEGORIES, REASONING_CATEGORIES  # the loader's split
 
 __all__ = [
     "MEMORY_CATEGORIES",
@@ -39,8 +40,6 @@ __all__ = [
     "prompt",
 ]
 
-REASONING_CATEGORIES = ("math", "physics", "chemistry", "engineering")
-MEMORY_CATEGORIES = ("history", "law", "psychology", "health")
 
 #: The full public files a ``data_dir`` may hold (the layout of the project's shared data).
 FILES = {
