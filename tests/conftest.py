@@ -9,6 +9,8 @@ hub model takes, once per available TransformerLens backend.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,20 @@ def build_tiny(arch: str, directory: Path, seed: int = 0, **config: object) -> P
     model.save_pretrained(directory)  # as saved today: a GPT-2 config without n_ctx
     tok.save_pretrained(directory)
     return directory
+
+
+@contextmanager
+def bridge_only() -> Iterator[None]:
+    """`generate` runs on the TransformerLens bridge inside: the direct Hugging Face path
+    (`liref_lens._hfdirect`) reports itself unavailable."""
+    from liref_lens import _hfdirect
+
+    real = _hfdirect.unavailable
+    _hfdirect.unavailable = lambda *args: "test: bridge only"
+    try:
+        yield
+    finally:
+        _hfdirect.unavailable = real
 
 
 @pytest.fixture(scope="session")

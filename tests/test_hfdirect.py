@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import ARCHS, BACKENDS, build_tiny
+from tests.conftest import ARCHS, BACKENDS, bridge_only, build_tiny
 
-import liref_lens.generation as generation
 from liref_lens import LensModel, at, generate, last, load_model
 from liref_lens._hfdirect import site_hooks, unavailable
 from liref_lens.interventions import Add, NeuronShift, Op, ProjectOut, Scale, paper_scale
@@ -50,23 +49,13 @@ def _model(arch: str, backend: str, dirs: dict[str, Path]) -> LensModel:
     return _MODELS[(arch, backend)]
 
 
-@contextmanager
-def _bridge_only():
-    real = generation._hfdirect.unavailable
-    generation._hfdirect.unavailable = lambda *args: "test: bridge only"
-    try:
-        yield
-    finally:
-        generation._hfdirect.unavailable = real
-
-
 def _both(lm: LensModel, prompts: list[str], ops: list[Op], seed: int | None = None, **kw):
     """Tokens from the engine `generate` picks, and from the bridge."""
     kw = {"stop_at_eos": False, **kw}
     out = []
     for engine in ("auto", "bridge"):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        with _bridge_only() if engine == "bridge" else _nothing():
+        with bridge_only() if engine == "bridge" else _nothing():
             out.append(
                 generate(lm, prompts, 5, ops=ops, do_sample=seed is not None, generator=g, **kw)
             )
@@ -159,7 +148,7 @@ def test_sites_are_where_the_bridge_hooks_them(arch_dirs) -> None:
         runs = []
         for engine in ("auto", "bridge"):
             seen: dict[str, list[torch.Tensor]] = {}
-            with _bridge_only() if engine == "bridge" else _nothing():
+            with bridge_only() if engine == "bridge" else _nothing():
                 generate(lm, PADDED, 2, ops=[op], stop_at_eos=False)
             runs.append(seen)
         for site in sites:
@@ -185,7 +174,7 @@ def test_hooks_of_the_user_send_generation_to_the_bridge(arch_dirs) -> None:
         assert str(unavailable(lm, ops, True)).startswith("hooks on ")
         hooked = generate(lm, PADDED, 4, ops=ops, stop_at_eos=False).tokens
     assert len(fired) == 4  # the prefill and three decode steps: the bridge ran
-    with lm.hooks([("blocks.0.hook_resid_post", double)]), _bridge_only():
+    with lm.hooks([("blocks.0.hook_resid_post", double)]), bridge_only():
         assert hooked == generate(lm, PADDED, 4, ops=ops, stop_at_eos=False).tokens
     assert hooked != generate(lm, PADDED, 4, ops=ops, stop_at_eos=False).tokens
     # a plain torch hook on a Hugging Face module, a global hook, an op off the stream

@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 import torch
+from tests.conftest import bridge_only
 
 import liref_lens.attention as attention_module
 import liref_lens.interventions as interventions_module
@@ -23,20 +24,8 @@ from liref_lens.interventions import Op, paper_scale
 STEPS = 5
 
 
-@contextmanager
-def _bridge_only():
-    import liref_lens.generation as generation
-
-    real = generation._hfdirect.unavailable
-    generation._hfdirect.unavailable = lambda *args: "test: bridge only"
-    try:
-        yield
-    finally:
-        generation._hfdirect.unavailable = real
-
-
 def _gen(lm: LensModel, prompts, ops=()) -> list[list[int]]:
-    with _bridge_only():
+    with bridge_only():
         return generate(lm, prompts, STEPS, ops=list(ops), stop_at_eos=False).tokens
 
 
