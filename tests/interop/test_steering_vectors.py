@@ -25,20 +25,8 @@ from tests.interop.helpers import (
 )
 from tests.interop.helpers import max_gap as gap
 
-from liref_lens import Add, cache_activations, fit_directions, generate, load_model
+from liref_lens import Add, generate
 from liref_lens.export import from_steering_vector, to_steering_vector
-
-
-@pytest.fixture(params=["tiny-gpt2", "tiny-llama", "smollm2"])
-def setting(request, model_dirs, smollm2, smollm2_dir, smollm2_directions):
-    """(LensModel, checkpoint folder, direction set, layer, alpha, atol) for each model."""
-    if request.param == "smollm2":  # logits up to ~20: float32 sums differ by ~1e-4
-        return smollm2, smollm2_dir, smollm2_directions, 12, 4.0, 1e-3
-    folder = str(model_dirs[request.param.split("-")[1]])
-    lm = load_model(folder, device="cpu")
-    acts = cache_activations(lm, REASONING + MEMORY, layers=[1, 2], progress=False)
-    ds = fit_directions(acts.subset([0, 1, 2, 3]), acts.subset([4, 5, 6, 7]), model=lm)
-    return lm, folder, ds, 2, 3.0, 1e-4
 
 
 def test_exported_vector_applied_by_steering_vectors_equals_add(setting) -> None:
