@@ -65,10 +65,11 @@ MODEL_WHEELS = (
 )
 
 
-# Disk each session needs, in GB, measured on a fresh clone (2026-12-07): its virtual environment
-# (torch alone is 1 GB installed) and the temporary folder of its tests, which holds the
-# de-quantized real models (2 GB at the peak). Checked before a session installs anything, so
-# a full disk is one line naming the folder, not "[Errno 28] No space left on device" midway.
+# Disk each session needs, in GB, with a margin: on a fresh clone (2026-12-07) a fresh
+# session's environment and its tests' temporary folder together took 2.6-4.4 GB at their peak
+# (legacy and latest the most), the tests' de-quantized real models up to 1.9 GB of it. Checked
+# before a session installs anything: a full disk is one line naming the folder, not
+# "[Errno 28] No space left on device" midway.
 DISK_GB = {"check": 3, "legacy": 6, "latest": 8, "interop": 5, "vllm": 6}
 TESTS_TMP_GB = 2
 
