@@ -11,7 +11,7 @@ fire.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -55,16 +55,11 @@ def _both(lm: LensModel, prompts: list[str], ops: list[Op], seed: int | None = N
     out = []
     for engine in ("auto", "bridge"):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        with bridge_only() if engine == "bridge" else _nothing():
+        with bridge_only() if engine == "bridge" else nullcontext():
             out.append(
                 generate(lm, prompts, 5, ops=ops, do_sample=seed is not None, generator=g, **kw)
             )
     return out[0].tokens, out[1].tokens
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def _ops(lm: LensModel, rule) -> list[Op]:
@@ -148,7 +143,7 @@ def test_sites_are_where_the_bridge_hooks_them(arch_dirs) -> None:
         runs = []
         for engine in ("auto", "bridge"):
             seen: dict[str, list[torch.Tensor]] = {}
-            with bridge_only() if engine == "bridge" else _nothing():
+            with bridge_only() if engine == "bridge" else nullcontext():
                 generate(lm, PADDED, 2, ops=[op], stop_at_eos=False)
             runs.append(seen)
         for site in sites:

@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @functools.cache  # nox registers each session once; a second import warns
 def _noxfile() -> ModuleType:
-    pytest.importorskip("nox", reason="nox is in the dev extra")
     spec = importlib.util.spec_from_file_location("liref_noxfile", ROOT / "noxfile.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -77,7 +76,7 @@ def test_a_passing_run_removes_its_temporary_folders(
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == (0 if outcome == "pass" else 1), run.stdout + run.stderr
-    left = [p for p in scratch.rglob("weights.bin")]
+    left = list(scratch.rglob("weights.bin"))
     assert bool(left) == kept, left
 
 
