@@ -66,8 +66,8 @@ MODEL_WHEELS = (
 
 
 # Disk each session needs, in GB, with a margin: on a fresh clone (2026-12-07) a fresh
-# session's environment and its tests' temporary folder together took 2.6-4.4 GB at their peak
-# (legacy and latest the most), the tests' de-quantized real models up to 1.9 GB of it. Checked
+# session's environment and its tests' temporary folder together took 2.8-4.6 GB at their peak
+# (legacy and latest the most), the tests' de-quantized real models up to 2.0 GB of it. Checked
 # before a session installs anything: a full disk is one line naming the folder, not
 # "[Errno 28] No space left on device" midway.
 DISK_GB = {"check": 3, "legacy": 6, "latest": 8, "interop": 5, "vllm": 6}
@@ -105,7 +105,7 @@ def _check_disk(session: nox.Session) -> None:
 
 def _drop_venv(session: nox.Session) -> None:
     # A passed session's environment goes (nox rebuilds it on the next run anyway, unless -r
-    # asks to reuse it): four of them together hold 13 GB, more than some disks have to spare.
+    # asks to reuse it): four of them together hold 14 GB, more than some disks have to spare.
     if not getattr(session.virtualenv, "reuse_existing", True):
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
