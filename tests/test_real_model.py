@@ -11,6 +11,7 @@ Runtime measured on 2 shared CPU cores: 56 to 85 s, nearly all of it the two GGU
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -86,18 +87,30 @@ def test_model_sizes(smol: LensModel) -> None:
 
 
 def test_logits_equal_transformers_gguf_model(smol: LensModel, hf_gguf: torch.nn.Module) -> None:
+    """Our padded batch against transformers' model in float64, one prompt at a time.
+
+    Not float32 against float32 at a fixed 1e-4: on logits up to 33, transformers' own float32
+    run differs from its float64 run by 5e-5 to 1.1e-4 depending on the CPU's kernels (with
+    MKL and oneDNN held to AVX2, ours and transformers' float32 differed by 1.01e-4 and that
+    assertion failed). Ours must be as close to the float64 result as transformers' float32
+    batch is (within a factor 2), and closer than 5e-4 in any case; a padding or attention bug
+    is off by 1e-2 or more."""
     batch = smol.tokenize(PROMPTS)
     assert (batch.attention_mask == 0).any()  # the batch is padded
     with torch.no_grad():
         ours = smol.forward(batch)
-    ref = _hf_logits(hf_gguf, batch.input_ids, batch.attention_mask)
-    real = batch.attention_mask.bool()
-    assert (ours[real] - ref[real]).abs().max() < 1e-4
-    # and each padded row's last token equals its own unpadded run
+    ref32 = _hf_logits(hf_gguf, batch.input_ids, batch.attention_mask)
+    hf64 = copy.deepcopy(hf_gguf).double()  # the shared fixture stays float32
     for row, prompt in enumerate(PROMPTS):
         alone = smol.tokenize([prompt])
-        ref_alone = _hf_logits(hf_gguf, alone.input_ids, alone.attention_mask)[0, -1]
-        torch.testing.assert_close(ours[row, -1], ref_alone, atol=1e-4, rtol=0)
+        n = alone.input_ids.shape[1]
+        # left padding: the row's last n tokens are the prompt alone, everything before is padding
+        assert torch.equal(batch.input_ids[row, -n:], alone.input_ids[0])
+        assert batch.attention_mask[row, -n:].all() and not batch.attention_mask[row, :-n].any()
+        exact = _hf_logits(hf64, alone.input_ids, alone.attention_mask)[0]
+        ours_err = float((ours[row, -n:].double() - exact).abs().max())
+        hf_err = float((ref32[row, -n:].double() - exact).abs().max())
+        assert ours_err <= 2 * hf_err + 1e-5 and ours_err < 5e-4, (row, ours_err, hf_err)
 
 
 def test_greedy_answer_is_right(smol: LensModel) -> None:
