@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import nox
+from packaging.utils import canonicalize_name  # nox's own dependency
 
 nox.options.sessions = ["check", "legacy", "latest", "interop", "vllm"]
 nox.options.default_venv_backend = "venv"
@@ -142,17 +142,12 @@ def legacy(session: nox.Session) -> None:
     _drop_venv(session)
 
 
-def _canonical(name: str) -> str:
-    """A distribution name as the package index compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
         name, sep, ver = line.partition("==")
         if sep and not line.startswith("#"):
-            pins[_canonical(name.strip())] = ver.strip()
+            pins[canonicalize_name(name.strip())] = ver.strip()
     return pins
 
 
@@ -174,7 +169,7 @@ def installed_versions(session: nox.Session) -> dict[str, str]:
     out = Path(session.create_tmp()) / "installed.json"
     out.unlink(missing_ok=True)
     session.run("python", "-c", _LIST_INSTALLED, str(out), silent=True)
-    return {_canonical(name): ver for name, ver in json.loads(out.read_text()).items()}
+    return {canonicalize_name(name): ver for name, ver in json.loads(out.read_text()).items()}
 
 
 def _failures(junit: Path) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +142,7 @@ def test_latest_reads_the_installed_versions_whatever_pip_prints(tmp_path: Path)
         [sys.executable, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    want = {re.sub(r"[-_.]+", "-", d["name"]).lower(): d["version"] for d in json.loads(listed)}
+    want = {canonicalize_name(d["name"]): d["version"] for d in json.loads(listed)}
     assert got == want
     assert got["pytest"] == pytest.__version__ and "torch" in got
     # the control: the output the session hands back is not JSON on its last line
